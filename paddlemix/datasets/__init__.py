@@ -1,0 +1,1 @@
+"""Med-GRIT loading and validation, and batch collation for training."""

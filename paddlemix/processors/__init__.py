@@ -1,0 +1,1 @@
+"""Turning images and conversations into model inputs: image transform, ChatML rendering, labels."""
