@@ -16,8 +16,9 @@ if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) els
   echo "setup_env: warning: $("$PYTHON" --version 2>&1) found; the pins are verified on Python 3.11" >&2
 fi
 
-inputs_hash=$(cat requirements.txt requirements-lock.txt setup.py scripts/setup_env.sh scripts/install_demo_sources.sh 2>/dev/null \
-  | { echo "${PADDLE_PACKAGE:-}"; cat; } | sha256sum | cut -d' ' -f1)
+hash_inputs=(requirements.txt requirements-lock.txt setup.py scripts/setup_env.sh)
+[ -f scripts/install_demo_sources.sh ] && hash_inputs+=(scripts/install_demo_sources.sh)
+inputs_hash=$({ echo "${PADDLE_PACKAGE:-}"; cat "${hash_inputs[@]}"; } | sha256sum | cut -d' ' -f1)
 stamp="$VENV/.bird-setup-stamp"
 if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$inputs_hash" ]; then
   echo "setup_env: .venv is up to date"
