@@ -1,0 +1,173 @@
+"""Batch inference over Med-GRIT test files → prediction JSONL (``tests/models/BiRD/infer.py``).
+
+Greedy by default, batched with left padding and a KV cache. ``chatml`` prompts are encoded by
+the same function training uses; ``raw`` reproduces upstream's un-templated prompt. Reruns resume
+after the last complete record (see :mod:`paddlemix.bird.predictions`).
+"""
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+from paddlemix.bird.predictions import append_records, open_resumable, record_key
+from paddlemix.processors.chat_template import split_image_prefix
+
+
+def build_queries(records: List[dict], all_turns: bool = False) -> List[dict]:
+    """One query per record (its first turn, as upstream scores), or one per turn with the
+    reference answers of earlier turns as history."""
+    queries = []
+    for rec in records:
+        turns = rec["conversations"]
+        for k in range(len(turns) if all_turns else 1):
+            question, annotation = turns[k]
+            queries.append(
+                {
+                    "id": rec["id"],
+                    "image": rec["image"],
+                    "image_path": rec["image_path"],
+                    "task": rec["task"],
+                    "modality": rec["modality"],
+                    "turn": k,
+                    "history": [tuple(t) for t in turns[:k]],
+                    "question": question,
+                    "annotation": annotation,
+                }
+            )
+    return queries
+
+
+def prompt_ids(tokenizer, query: dict, prompt_format: str) -> List[int]:
+    from paddlemix.processors.conversation import encode_prompt
+
+    if prompt_format == "chatml":
+        return encode_prompt(tokenizer, query["question"], query["history"])
+    if prompt_format == "raw":
+        # Upstream fed the bare question (with its image tag) to the model, no ChatML roles.
+        text = "".join(q + a for q, a in query["history"]) + query["question"]
+        return tokenizer.encode_text(text)
+    raise ValueError(f"unknown prompt_format {prompt_format!r}; expected 'chatml' or 'raw'")
+
+
+def load_model(checkpoint: str, dtype: Optional[str] = None):
+    """Model, tokenizer and image processor from a checkpoint directory written by training."""
+    from paddlemix.models.qwen_vl import QWenVLForCausalLM
+    from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer
+    from paddlemix.processors.image_processing import QWenVLImageProcessor
+
+    if not os.path.isdir(checkpoint):
+        raise FileNotFoundError(f"checkpoint directory {checkpoint} not found")
+    kwargs = {"dtype": dtype} if dtype else {}
+    model = QWenVLForCausalLM.from_pretrained(checkpoint, **kwargs)
+    model.eval()
+    if os.path.isfile(os.path.join(checkpoint, "tokenizer_config.json")):
+        tokenizer = QWenVLTokenizer.from_pretrained(checkpoint)
+    else:
+        tokenizer = QWenVLTokenizer(image_span=model.config.image_span)
+    image_processor = QWenVLImageProcessor.from_config(model.config)
+    return model, tokenizer, image_processor
+
+
+def run_inference(
+    model,
+    tokenizer,
+    image_processor,
+    records: List[dict],
+    output_file: str,
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    prompt_format: str = "chatml",
+    all_turns: bool = False,
+    show_progress: bool = True,
+    **generate_kwargs,
+) -> int:
+    """Write one prediction per query not already in ``output_file``; returns how many were written."""
+    from tqdm import tqdm
+
+    from paddlemix.models.qwen_vl import generate_batch
+
+    done = open_resumable(output_file)
+    todo = [q for q in build_queries(records, all_turns) if record_key(q) not in done]
+    written = 0
+    with tqdm(total=len(todo), desc=f"inference → {os.path.basename(output_file)}", disable=not show_progress) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            ids = [prompt_ids(tokenizer, q, prompt_format) for q in batch]
+            images = image_processor([q["image_path"] for q in batch])
+            outputs = generate_batch(model, tokenizer, ids, images=images, max_new_tokens=max_new_tokens, **generate_kwargs)
+            rows = []
+            for q, out in zip(batch, outputs):
+                _, question = split_image_prefix(q["question"])
+                rows.append(
+                    {
+                        "id": q["id"],
+                        "image": q["image"],
+                        "question": question,
+                        "annotation": q["annotation"],
+                        "response": tokenizer.decode(out, skip_special_tokens=True).strip(),
+                        "task": q["task"],
+                        "modality": q["modality"],
+                        "turn": q["turn"],
+                    }
+                )
+            append_records(output_file, rows)
+            written += len(rows)
+            bar.update(len(rows))
+    return written
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True, help="model directory written by training or conversion")
+    p.add_argument("--json_path", required=True, help="Med-GRIT test file (JSON list or JSONL)")
+    p.add_argument("--image_root", required=True, help="folder the records' image paths are relative to")
+    p.add_argument("--output_file", required=True, help="prediction JSONL (resumed if it exists)")
+    p.add_argument("--task", default=None, help="task of records without one (default: from the file name)")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--max_new_tokens", type=int, default=256)
+    p.add_argument("--prompt_format", choices=("chatml", "raw"), default="chatml")
+    p.add_argument("--all_turns", action="store_true", help="answer every turn (upstream scores the first only)")
+    p.add_argument("--decode_strategy", default="greedy_search", choices=("greedy_search", "sampling"))
+    p.add_argument("--top_p", type=float, default=None, help="sampling only")
+    p.add_argument("--temperature", type=float, default=None, help="sampling only")
+    p.add_argument("--dtype", default=None, help="load dtype, e.g. bfloat16 on GPU (default: as saved)")
+    p.add_argument("--device", default=None, help="paddle device, e.g. cpu or gpu:0 (default: paddle's)")
+    p.add_argument("--lenient", action="store_true", help="skip invalid records (reported) instead of stopping")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import paddle
+
+    from paddlemix.datasets.medgrit import load_medgrit
+
+    if args.device:
+        paddle.set_device(args.device)
+    paddle.seed(args.seed)
+    records, report = load_medgrit(args.json_path, args.image_root, strict=not args.lenient, task=args.task)
+    if not report.ok:
+        print(report.format(), file=sys.stderr)
+    model, tokenizer, image_processor = load_model(args.checkpoint, args.dtype)
+    extra = {k: v for k, v in (("top_p", args.top_p), ("temperature", args.temperature)) if v is not None}
+    n = run_inference(
+        model,
+        tokenizer,
+        image_processor,
+        records,
+        args.output_file,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        prompt_format=args.prompt_format,
+        all_turns=args.all_turns,
+        decode_strategy=args.decode_strategy,
+        **extra,
+    )
+    print(f"wrote {n} predictions to {args.output_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Supervised fine-tuning of Qwen-VL(-Chat) on Med-GRIT conversations — what ``train.sh`` launches.
+
+    python paddlemix/tools/supervised_finetune.py CONFIG.json [--key value ...]
+
+Arguments are PaddleNLP ``PdArgumentParser`` dataclasses read from one JSON file; command-line
+``--key value`` pairs after it override the file. PaddleNLP's ``Trainer`` owns the loop,
+checkpoints (``checkpoint-N`` every ``save_steps``), VisualDL logging and resume:
+``--resume_from_checkpoint DIR`` continues from that checkpoint, and a run whose ``output_dir``
+already holds checkpoints continues from the latest one unless ``--overwrite_output_dir`` is set.
+"""
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:  # run as a script by train.sh
+    sys.path.insert(0, ROOT)
+
+import paddle  # noqa: E402
+from paddlenlp.trainer import PdArgumentParser, Trainer, TrainingArguments, get_last_checkpoint  # noqa: E402
+from paddlenlp.utils.log import logger  # noqa: E402
+
+from paddlemix.datasets.medgrit import load_medgrit  # noqa: E402
+from paddlemix.datasets.sft import LengthGroupedBatchSampler, SFTCollator, SFTDataset  # noqa: E402
+
+# Qwen-VL's fine-tuning recipe puts LoRA on the LLM's attention and MLP projections only.
+LORA_TARGETS = [
+    r".*transformer\.h\.\d+\.attn\.c_attn",
+    r".*transformer\.h\.\d+\.attn\.c_proj",
+    r".*transformer\.h\.\d+\.mlp\.w1",
+    r".*transformer\.h\.\d+\.mlp\.w2",
+]
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "Checkpoint directory (e.g. converted Qwen-VL-Chat) to fine-tune."}
+    )
+    model_preset: Optional[str] = field(
+        default=None, metadata={"help": "Start from a randomly initialised preset instead (e.g. 'tiny')."}
+    )
+    freeze_vision: bool = field(default=True, metadata={"help": "Freeze the ViT (upstream fix_vit)."})
+    train_resampler: bool = field(default=True, metadata={"help": "Keep the resampler trainable when freezing."})
+    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters on the LLM instead of all of it."})
+    lora_rank: int = 64
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+
+
+@dataclass
+class DataArguments:
+    train_json: str = field(default=None, metadata={"help": "Med-GRIT training file(s), comma-separated."})
+    image_root: str = field(default=None, metadata={"help": "Folder the records' image paths are relative to."})
+    max_length: int = field(default=2048, metadata={"help": "Longest sample in tokens (whole turns are dropped)."})
+    strict_data: bool = field(default=False, metadata={"help": "Stop at the first bad record instead of skipping it."})
+    check_images: bool = field(default=True, metadata={"help": "Open every image once before training."})
+    group_batches: int = field(default=64, metadata={"help": "Global batches per length-sorted group."})
+
+
+class BiRDTrainer(Trainer):
+    """PaddleNLP ``Trainer`` with length-grouped batches and a padding-fraction log."""
+
+    group_batches = 64
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._tokens = [0, 0]  # real, computed (since the last log)
+
+    def get_train_dataloader(self):
+        sampler = LengthGroupedBatchSampler(
+            self.train_dataset.lengths,
+            batch_size=self.args.per_device_train_batch_size,
+            num_replicas=max(1, self.args.dataset_world_size),
+            rank=max(0, self.args.dataset_rank),
+            seed=self.args.seed,
+            drop_last=self.args.dataloader_drop_last,
+            group_batches=self.group_batches,
+        )
+        return paddle.io.DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False):
+        mask = inputs["attention_mask"]
+        self._tokens[0] += int(mask.sum())
+        self._tokens[1] += int(mask.numel())
+        return super().compute_loss(model, inputs, return_outputs)
+
+    def log(self, logs, **kwargs):
+        if self._tokens[1]:
+            logs["padding_fraction"] = round(1.0 - self._tokens[0] / self._tokens[1], 4)
+            self._tokens = [0, 0]
+        super().log(logs, **kwargs)
+
+
+def build_model(model_args: ModelArguments, training_args: TrainingArguments):
+    from paddlemix.models.qwen_vl import QWenVLConfig, QWenVLForCausalLM, freeze_vision
+
+    if bool(model_args.model_name_or_path) == bool(model_args.model_preset):
+        raise ValueError("set exactly one of model_name_or_path (a checkpoint) or model_preset (random init)")
+    dtype = "bfloat16" if training_args.bf16 else ("float16" if training_args.fp16 else "float32")
+    if model_args.model_preset:
+        paddle.seed(training_args.seed)
+        model = QWenVLForCausalLM(QWenVLConfig.from_preset(model_args.model_preset))
+    else:
+        # Load in the training dtype: a 7B model read as float32 first would need ~38 GB.
+        model = QWenVLForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype)
+    if model_args.freeze_vision:
+        freeze_vision(model, train_resampler=model_args.train_resampler)
+    if model_args.lora:
+        from paddlenlp.peft import LoRAConfig, LoRAModel
+
+        lora_config = LoRAConfig(
+            target_modules=LORA_TARGETS,
+            r=model_args.lora_rank,
+            lora_alpha=model_args.lora_alpha,
+            lora_dropout=model_args.lora_dropout,
+            dtype=dtype,
+        )
+        model = LoRAModel(model, lora_config)
+        model.mark_only_lora_as_trainable()
+    return model
+
+
+def build_tokenizer(model_args: ModelArguments, config):
+    from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer
+
+    source = model_args.model_name_or_path
+    if source and os.path.isfile(os.path.join(source, "tokenizer_config.json")):
+        return QWenVLTokenizer.from_pretrained(source)
+    return QWenVLTokenizer(image_span=config.image_span)
+
+
+def count_parameters(model) -> str:
+    total = sum(int(p.numel()) for p in model.parameters())
+    trainable = sum(int(p.numel()) for p in model.parameters() if not p.stop_gradient)
+    return f"{trainable:,} trainable of {total:,} parameters"
+
+
+def main(argv=None):
+    parser = PdArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0].endswith(".json"):
+        # The JSON file first, then command-line overrides: argparse keeps the last value.
+        argv = parser.read_json(argv[0]) + list(argv[1:])
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if not data_args.train_json or not data_args.image_root:
+        raise ValueError("train_json and image_root are required (in the config or as --train_json/--image_root)")
+    training_args.remove_unused_columns = False  # `images` is not a forward() argument PaddleNLP knows
+    training_args.print_config(model_args, "Model")
+    training_args.print_config(data_args, "Data")
+
+    resume = training_args.resume_from_checkpoint
+    if resume is None and os.path.isdir(training_args.output_dir) and not training_args.overwrite_output_dir:
+        resume = get_last_checkpoint(training_args.output_dir)
+        if resume is not None:
+            logger.info(f"resuming from the latest checkpoint in output_dir: {resume}")
+
+    paddle.set_device(training_args.device if training_args.device else "cpu")
+    model = build_model(model_args, training_args)
+    base_config = model.model.config if model_args.lora else model.config
+    tokenizer = build_tokenizer(model_args, base_config)
+    from paddlemix.processors.image_processing import QWenVLImageProcessor
+
+    image_processor = QWenVLImageProcessor.from_config(base_config)
+    logger.info(count_parameters(model))
+
+    records, report = load_medgrit(
+        [p for p in data_args.train_json.split(",") if p],
+        data_args.image_root,
+        strict=data_args.strict_data,
+        check_images=data_args.check_images,
+    )
+    logger.info(report.format())
+    if not records:
+        raise ValueError(f"no usable training records in {data_args.train_json}")
+    dataset = SFTDataset(records, tokenizer, image_processor, data_args.max_length,
+                         show_progress=training_args.local_rank <= 0)
+    logger.info(f"training data: {dataset.summary()}")
+
+    BiRDTrainer.group_batches = data_args.group_batches
+    trainer = BiRDTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=SFTCollator(tokenizer.pad_token_id),
+        tokenizer=tokenizer,
+    )
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    return result
+
+
+if __name__ == "__main__":
+    main()

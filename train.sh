@@ -1,0 +1,39 @@
+#!/bin/sh
+# Fine-tune BiRD:  sh train.sh DEVICES CONFIG.json [--key value ...]
+#   DEVICES  0,1,2,3   GPUs, one process each (paddle.distributed.launch --gpus)
+#            cpu       one CPU process
+#            cpu:N     N CPU processes, data parallel over gloo (tests data parallelism without GPUs)
+#   CONFIG   e.g. paddlemix/config/BiRD/sft_argument_stage2.json; --key value pairs override it.
+# Multi-node: set LAUNCH_ARGS to the launcher's own options, e.g.
+#   LAUNCH_ARGS="--master 10.0.0.1:8090 --nnodes 2" sh train.sh 0,1,2,3,4,5,6,7 CONFIG
+set -eu
+if [ $# -lt 2 ]; then
+  sed -n '2,10p' "$0" >&2
+  exit 2
+fi
+DEVICES=$1
+CONFIG=$2
+shift 2
+cd "$(dirname "$0")"
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+fi
+ENTRY=paddlemix/tools/supervised_finetune.py
+LOG_DIR=${LOG_DIR:-log}
+
+case "$DEVICES" in
+  cpu)
+    exec "$PYTHON" "$ENTRY" "$CONFIG" --device cpu "$@"
+    ;;
+  cpu:*)
+    N=${DEVICES#cpu:}
+    # shellcheck disable=SC2086
+    exec "$PYTHON" -m paddle.distributed.launch --log_dir "$LOG_DIR" --nproc_per_node "$N" ${LAUNCH_ARGS:-} \
+      "$ENTRY" "$CONFIG" --device cpu "$@"
+    ;;
+  *)
+    # shellcheck disable=SC2086
+    exec "$PYTHON" -m paddle.distributed.launch --log_dir "$LOG_DIR" --gpus "$DEVICES" ${LAUNCH_ARGS:-} \
+      "$ENTRY" "$CONFIG" "$@"
+    ;;
+esac
