@@ -1,0 +1,72 @@
+"""Build Med-GRIT-style train/test files from an SA-Med2D-20M folder.
+
+    python -m paddlemix.tools.build_medgrit --sa_root SAMed2Dv1 --out_dir data/medgrit [--seed 0]
+        [--test_ratio 0.1] [--min_mask_area 16] [--mask_json F] [--class_json F] [--strict]
+        [--rewrite_endpoint URL --rewrite_model NAME]
+
+Writes train.json, test_{VG,RO,GC,MII}.json and stats.json to ``--out_dir``; the records' images
+are relative to ``<sa_root>/images``. See :mod:`paddlemix.bird.construct` for what is generated.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from paddlemix.bird.construct import ChatRewriter, ConstructionError, build_medgrit
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sa_root", required=True, help="folder with images/, masks/ and the JSON files")
+    parser.add_argument("--out_dir", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test_ratio", type=float, default=0.1, help="share of cases (per modality) in test")
+    parser.add_argument("--min_mask_area", type=int, default=16, help="skip masks with fewer foreground pixels")
+    parser.add_argument("--mask_json", default=None, help="image -> masks JSON (default <sa_root>/SAMed2D_v1.json)")
+    parser.add_argument("--class_json", default=None, help="class mapping JSON (default: the *class*.json in sa_root)")
+    parser.add_argument("--strict", action="store_true", help="stop at the first structural error in the input")
+    parser.add_argument("--max_turns", type=int, default=8, help="turns per train record (one task, one image)")
+    parser.add_argument("--max_mii_regions", type=int, default=10, help="structures listed in an MII answer")
+    parser.add_argument("--rewrite_endpoint", default=None, help="OpenAI-compatible base URL or /chat/completions URL")
+    parser.add_argument("--rewrite_model", default=None)
+    parser.add_argument("--rewrite_api_key_env", default="OPENAI_API_KEY", help="environment variable holding the key")
+    parser.add_argument("--rewrite_workers", type=int, default=4)
+    parser.add_argument("--no_progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    rewriter = None
+    if args.rewrite_endpoint:
+        if not args.rewrite_model:
+            parser.error("--rewrite_endpoint needs --rewrite_model")
+        api_key = os.environ.get(args.rewrite_api_key_env)
+        rewriter = ChatRewriter(args.rewrite_endpoint, args.rewrite_model, api_key=api_key)
+    try:
+        stats = build_medgrit(
+            args.sa_root,
+            args.out_dir,
+            seed=args.seed,
+            test_ratio=args.test_ratio,
+            min_mask_area=args.min_mask_area,
+            mask_json=args.mask_json,
+            class_json=args.class_json,
+            strict=args.strict,
+            max_turns=args.max_turns,
+            max_mii_regions=args.max_mii_regions,
+            rewriter=rewriter,
+            rewrite_workers=args.rewrite_workers,
+            progress=not args.no_progress,
+        )
+    except ConstructionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    summary = {k: stats[k] for k in ("images", "masks", "cases", "skipped", "rewrite")}
+    summary["test_records"] = stats["test"]["records"]
+    summary["train_qa_pairs"] = stats["train"]["qa_pairs"]
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.out_dir}/train.json, test_{{VG,RO,GC,MII}}.json, stats.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
