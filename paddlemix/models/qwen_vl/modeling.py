@@ -1,0 +1,350 @@
+"""Qwen-VL as a causal LM on PaddleNLP's QWen: image features spliced into the token embeddings.
+
+Layout (parameter names as in the Hugging Face checkpoint):
+
+    transformer              QWenVLModel = PaddleNLP QWenModel (wte, h.{i}, ln_f) + visual
+    transformer.visual       QWenVisionTransformer (vision.py)
+    lm_head                  PaddleNLP QWenLMHead, weight [hidden, vocab]
+
+Images enter as pixels [n_images, 3, S, S], in the order their ``<img>`` tags appear in the batch
+read row by row. At prefill the model replaces the embeddings strictly between each ``<img>`` and
+its ``</img>`` (exactly ``n_queries`` positions) with that image's features; decoding steps with a
+KV cache never see images again.
+
+Labels follow the Hugging Face convention: ``labels`` is aligned with ``input_ids`` and position t
+is trained to predict ``labels[t + 1]``; -100 is ignored. The LM head (151,936 columns) runs only
+at positions that carry a label, which is most of a small model's training cost otherwise.
+"""
+
+from typing import List, Optional, Sequence
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddlenlp.transformers.model_outputs import CausalLMOutputWithPast
+from paddlenlp.transformers.qwen.modeling import QWenLMHead, QWenModel, QWenPretrainedModel
+
+from .configuration import QWenVLConfig
+from .vision import QWenVisionTransformer
+
+__all__ = [
+    "QWenVLPretrainedModel",
+    "QWenVLModel",
+    "QWenVLForCausalLM",
+    "image_span_positions",
+    "splice_image_features",
+    "positions_from_attention_mask",
+    "freeze_vision",
+    "generate_batch",
+]
+
+IGNORE_INDEX = -100
+
+
+def image_span_positions(input_ids: np.ndarray, img_start_id: int, img_end_id: int, span: int) -> np.ndarray:
+    """Flat positions (row * seq_len + column) of every image slot, image by image in row-major
+    order: [n_images, span]. Raises on unpaired tags or a slot that is not exactly ``span`` long."""
+    ids = np.asarray(input_ids)
+    batch, seq_len = ids.shape
+    slots: List[np.ndarray] = []
+    for row in range(batch):
+        starts = np.flatnonzero(ids[row] == img_start_id)
+        ends = np.flatnonzero(ids[row] == img_end_id)
+        if len(starts) != len(ends) or np.any(starts >= ends) or np.any(starts[1:] < ends[:-1]):
+            raise ValueError(
+                f"input_ids row {row}: <img> at {starts.tolist()} and </img> at {ends.tolist()} do not pair up"
+            )
+        for start, end in zip(starts, ends):
+            if end - start - 1 != span:
+                raise ValueError(
+                    f"input_ids row {row}: the image slot between <img> at {start} and </img> at {end} holds "
+                    f"{end - start - 1} ids; the model expects exactly {span} (visual.n_queries)"
+                )
+            slots.append(row * seq_len + np.arange(start + 1, end))
+    return np.stack(slots) if slots else np.zeros([0, span], dtype=np.int64)
+
+
+def splice_image_features(embeds: paddle.Tensor, positions: np.ndarray, features: paddle.Tensor) -> paddle.Tensor:
+    """``embeds`` [B, S, H] with rows ``positions`` [n, span] (flat) replaced by ``features`` [n, span, H]."""
+    if features.shape[0] != positions.shape[0]:
+        raise ValueError(
+            f"input_ids contain {positions.shape[0]} image slot(s) but {features.shape[0]} image(s) were given"
+        )
+    batch, seq_len, hidden = embeds.shape
+    index = paddle.to_tensor(positions.reshape([-1]), dtype="int64")
+    flat = paddle.scatter(embeds.reshape([-1, hidden]), index, features.reshape([-1, hidden]).astype(embeds.dtype))
+    return flat.reshape([batch, seq_len, hidden])
+
+
+def positions_from_attention_mask(attention_mask: paddle.Tensor) -> paddle.Tensor:
+    """Rotary positions [B, L] that count only attended tokens, so a left-padded sample gets the same
+    positions as when it is alone (padding positions get 0; they are masked anyway)."""
+    mask = attention_mask.astype("int64")
+    return paddle.clip(paddle.cumsum(mask, axis=-1) - 1, min=0) * mask
+
+
+class QWenVLPretrainedModel(QWenPretrainedModel):
+    config_class = QWenVLConfig
+    base_model_prefix = "transformer"
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """PaddleNLP loading with lazy parameter creation by default, so ``dtype="bfloat16"`` builds the
+        model directly in bfloat16; any missing, unexpected or mis-shaped weight is an error."""
+        kwargs.setdefault("low_cpu_mem_usage", True)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @classmethod
+    def _load_pretrained_model(cls, model, state_dict, loaded_keys, resolved_archive_file, pretrained_model_name_or_path, **kwargs):
+        model, missing, unexpected, mismatched = super()._load_pretrained_model(
+            model, state_dict, loaded_keys, resolved_archive_file, pretrained_model_name_or_path, **kwargs
+        )
+        if missing or unexpected or mismatched:
+            raise ValueError(
+                f"checkpoint {pretrained_model_name_or_path} does not match {cls.__name__}: "
+                f"missing {sorted(missing)}, unexpected {sorted(unexpected)}, wrong shape {mismatched}"
+            )
+        return model, missing, unexpected, mismatched
+
+
+class QWenVLModel(QWenVLPretrainedModel, QWenModel):
+    """PaddleNLP's QWen decoder (``wte``, ``h``, ``ln_f``) with the vision tower as ``visual``."""
+
+    def __init__(self, config: QWenVLConfig):
+        QWenModel.__init__(self, config)
+        self.visual = QWenVisionTransformer(config.visual, config.resampler_heads)
+
+    def embed(self, input_ids: paddle.Tensor, images: Optional[paddle.Tensor]) -> paddle.Tensor:
+        """Token embeddings [B, S, H] with every image slot holding its image's features."""
+        embeds = self.wte(input_ids)  # [B, S, H]
+        cfg = self.config
+        positions = image_span_positions(input_ids.numpy(), cfg.img_start_id, cfg.img_end_id, cfg.image_span)
+        if positions.shape[0] == 0:
+            if images is not None and images.shape[0] > 0:
+                raise ValueError(f"{images.shape[0]} image(s) given but input_ids contain no <img>...</img> slot")
+            return embeds
+        if images is None:
+            raise ValueError(f"input_ids contain {positions.shape[0]} image slot(s) but no images were given")
+        features = self.visual(images)  # [n_images, Q, H]
+        return splice_image_features(embeds, positions, features)
+
+    def forward(
+        self,
+        input_ids=None,
+        images=None,
+        past_key_values=None,
+        attention_mask=None,
+        position_ids=None,
+        inputs_embeds=None,
+        use_cache=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("pass input_ids or inputs_embeds")
+            # Images matter only at prefill; later steps read their effect from the KV cache.
+            inputs_embeds = self.embed(input_ids, images) if past_key_values is None else self.wte(input_ids)
+        batch, seq_len = inputs_embeds.shape[:2]
+        if position_ids is None:
+            # PaddleNLP's rotary embedding needs explicit positions once a cache exists.
+            past_len = 0 if past_key_values is None else past_key_values[0][0].shape[1]
+            if attention_mask is not None and attention_mask.ndim == 2:
+                position_ids = positions_from_attention_mask(attention_mask)[:, -seq_len:]
+            else:
+                position_ids = paddle.arange(past_len, past_len + seq_len, dtype="int64").expand([batch, seq_len])
+        return QWenModel.forward(
+            self,
+            input_ids=None,
+            past_key_values=past_key_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=return_dict,
+        )
+
+
+class QWenVLForCausalLM(QWenVLPretrainedModel):
+    """Qwen-VL(-Chat): ``transformer`` (LLM + vision) and an untied ``lm_head``."""
+
+    def __init__(self, config: QWenVLConfig):
+        super().__init__(config)
+        self.transformer = QWenVLModel(config)
+        self.lm_head = QWenLMHead(config)
+
+    def get_input_embeddings(self):
+        return self.transformer.wte
+
+    def set_input_embeddings(self, value):
+        self.transformer.wte = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    def masked_lm_loss(self, hidden_states: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
+        """Mean next-token cross-entropy over labelled positions, with the LM head applied to those
+        positions only. hidden_states [B, S, H], labels [B, S] aligned with input_ids."""
+        hidden = hidden_states.shape[-1]
+        targets = labels[:, 1:].reshape([-1])  # [B*(S-1)]
+        keep = paddle.nonzero(targets != IGNORE_INDEX).reshape([-1])  # [n]
+        if keep.shape[0] == 0:
+            # Nothing to learn from: a zero that still depends on the graph.
+            return hidden_states.sum() * 0.0
+        states = paddle.gather(hidden_states[:, :-1].reshape([-1, hidden]), keep)  # [n, H]
+        logits = self.lm_head(states)  # [n, V]
+        return F.cross_entropy(logits.astype("float32"), paddle.gather(targets, keep).unsqueeze(-1), reduction="mean")
+
+    def forward(
+        self,
+        input_ids=None,
+        images=None,
+        attention_mask=None,
+        position_ids=None,
+        labels=None,
+        past_key_values=None,
+        use_cache=None,
+        inputs_embeds=None,
+        return_logits: Optional[bool] = None,
+        last_logits_only: bool = False,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        """With ``labels``: ``loss`` and, only if ``return_logits=True``, logits [B, S, V]. Without:
+        logits [B, S, V], or [B, 1, V] for the last position if ``last_logits_only`` (generation)."""
+        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
+        outputs = self.transformer(
+            input_ids=input_ids,
+            images=images,
+            past_key_values=past_key_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        hidden_states = outputs.last_hidden_state  # [B, S, H]
+        loss = self.masked_lm_loss(hidden_states, labels) if labels is not None else None
+        logits = None
+        if return_logits or (return_logits is None and labels is None):
+            logits = self.lm_head(hidden_states[:, -1:] if last_logits_only else hidden_states)
+        if not return_dict:
+            return tuple(v for v in (loss, logits, outputs.past_key_values) if v is not None)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    # ---- generation (PaddleNLP GenerationMixin drives the loop) ----
+
+    @staticmethod
+    def prepare_attention_mask_for_generation(input_ids, pad_token_id, eos_token_id):
+        # A 2-D mask (PaddleNLP's default is a 4-D additive one). Qwen pads with <|endoftext|>, which is
+        # also a stop id, so a left-padded batch must pass its own attention_mask (generate_batch does).
+        return paddle.ones_like(input_ids, dtype="int64")
+
+    def prepare_inputs_for_generation(
+        self, input_ids, past_key_values=None, attention_mask=None, position_ids=None, images=None, use_cache=None, **kwargs
+    ):
+        if position_ids is None and attention_mask is not None and attention_mask.ndim == 2:
+            position_ids = positions_from_attention_mask(attention_mask)
+        if past_key_values is not None:
+            input_ids = input_ids[:, -1:]
+            position_ids = position_ids[:, -1:] if position_ids is not None else None
+            images = None
+        return {
+            "input_ids": input_ids,
+            "images": images,
+            "past_key_values": past_key_values,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "use_cache": use_cache,
+            "last_logits_only": True,
+        }
+
+
+def freeze_vision(model: QWenVLForCausalLM, train_resampler: bool = True) -> List[str]:
+    """Freeze the vision tower as the upstream recipe does (``fix_vit``): the ViT is frozen; the
+    resampler (``attn_pool``), ``ln_post`` and ``proj`` stay trainable if ``train_resampler``. The
+    resampler's sin-cos ``pos_embed`` is a fixed table and is never trained. Returns the names of
+    the vision parameters left trainable."""
+    trainable = []
+    resampler_parts = ("attn_pool.", "ln_post.", "proj")
+    for name, param in model.transformer.visual.named_parameters():
+        train = train_resampler and name.startswith(resampler_parts) and name != "attn_pool.pos_embed"
+        param.stop_gradient = not train
+        if train:
+            trainable.append(name)
+    return trainable
+
+
+@paddle.no_grad()
+def generate_batch(
+    model: QWenVLForCausalLM,
+    tokenizer,
+    prompts_input_ids: Sequence[Sequence[int]],
+    images=None,
+    max_new_tokens: int = 512,
+    decode_strategy: str = "greedy_search",
+    use_cache: bool = True,
+    **generate_kwargs,
+) -> List[List[int]]:
+    """Generate for prompts of different lengths at once: LEFT-pads them, runs ``model.generate``
+    and returns each sample's new ids, cut before its first stop id (``<|im_end|>``/``<|endoftext|>``).
+
+    ``images``: pixels [n_images, 3, S, S] (numpy or paddle) for the prompts' image slots in order.
+    ``generate_kwargs`` go to PaddleNLP ``generate`` (e.g. ``top_p``, ``top_k``, ``temperature``).
+    """
+    if not prompts_input_ids:
+        return []
+    cfg = model.config
+    pad_id = tokenizer.eod_id if tokenizer is not None else cfg.pad_token_id
+    stop_ids = cfg.eos_token_id if isinstance(cfg.eos_token_id, list) else [cfg.eos_token_id]
+    if tokenizer is not None:
+        stop_ids = [tokenizer.im_end_id, tokenizer.eod_id]
+    longest = max(len(p) for p in prompts_input_ids)
+    if min(len(p) for p in prompts_input_ids) == 0:
+        raise ValueError("every prompt needs at least one token")
+    ids = np.full([len(prompts_input_ids), longest], pad_id, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, prompt in enumerate(prompts_input_ids):
+        ids[row, longest - len(prompt) :] = prompt
+        mask[row, longest - len(prompt) :] = 1
+    if images is not None and not isinstance(images, paddle.Tensor):
+        images = paddle.to_tensor(np.asarray(images, dtype=np.float32))
+    was_training = model.training
+    model.eval()
+    try:
+        new_ids, _ = model.generate(
+            input_ids=paddle.to_tensor(ids),
+            attention_mask=paddle.to_tensor(mask),
+            images=images,
+            max_new_tokens=max_new_tokens,
+            decode_strategy=decode_strategy,
+            eos_token_id=stop_ids,
+            pad_token_id=pad_id,
+            use_cache=use_cache,
+            **generate_kwargs,
+        )
+    finally:
+        if was_training:
+            model.train()
+    results = []
+    for row in new_ids.numpy().tolist():
+        cut = next((i for i, t in enumerate(row) if t in stop_ids), len(row))
+        results.append(row[:cut])
+    return results
