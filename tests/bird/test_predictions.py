@@ -1,0 +1,46 @@
+"""Resumable prediction files: partial last line dropped, complete lines kept, duplicates refused."""
+
+import json
+
+import pytest
+
+from paddlemix.bird.predictions import append_records, open_resumable
+
+
+def rec(i, task="VG"):
+    return {"id": f"img{i}", "task": task, "turn": 0, "response": f"r{i}"}
+
+
+def test_missing_file_is_empty_and_folder_created(tmp_path):
+    path = tmp_path / "sub" / "pred.jsonl"
+    assert open_resumable(str(path)) == set()
+    assert path.parent.is_dir()
+
+
+def test_partial_last_line_is_cut_off(tmp_path):
+    path = tmp_path / "pred.jsonl"
+    append_records(str(path), [rec(0), rec(1)])
+    with open(path, "a") as f:
+        f.write('{"id": "img2", "task": "VG", "tu')  # a run killed mid-write
+    done = open_resumable(str(path))
+    assert done == {("img0", "VG", 0), ("img1", "VG", 0)}
+    lines = path.read_text().splitlines()
+    assert [json.loads(l)["id"] for l in lines] == ["img0", "img1"]
+    append_records(str(path), [rec(2)])
+    assert [json.loads(l)["id"] for l in path.read_text().splitlines()] == ["img0", "img1", "img2"]
+
+
+def test_same_id_in_two_tasks_is_two_records(tmp_path):
+    path = tmp_path / "pred.jsonl"
+    append_records(str(path), [rec(0, "VG"), rec(0, "RO")])
+    assert len(open_resumable(str(path))) == 2
+
+
+def test_corrupt_complete_line_and_duplicates_are_errors(tmp_path):
+    path = tmp_path / "pred.jsonl"
+    path.write_text(json.dumps(rec(0)) + "\nnot json\n")
+    with pytest.raises(ValueError, match=r"pred.jsonl:2: not a JSON object"):
+        open_resumable(str(path))
+    path.write_text(json.dumps(rec(0)) + "\n" + json.dumps(rec(0)) + "\n")
+    with pytest.raises(ValueError, match=r"pred.jsonl:2: duplicate prediction"):
+        open_resumable(str(path))

@@ -1,0 +1,116 @@
+"""Batch inference: same records at any batch size, resumable after a kill, upstream fields."""
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+INFER = os.path.join(ROOT, "tests", "models", "BiRD", "infer.py")
+
+QUESTIONS = [
+    ("Where is the liver?", "<ref>liver</ref><box>(10,20),(300,400)</box>"),
+    ("Please locate the left kidney in this CT image, and give its box.", "<ref>left kidney</ref><box>(1,2),(3,4)</box>"),
+    ("Spleen?", "<ref>spleen</ref><box>(5,5),(50,50)</box>"),
+]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    import paddle
+
+    from paddlemix.models.qwen_vl import QWenVLConfig, QWenVLForCausalLM
+    from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer
+
+    root = tmp_path_factory.mktemp("infer")
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.RandomState(0)
+    records = []
+    for i in range(11):
+        name = ["ct_00", "mr_t1", "x_00"][i % 3] + f"--ds--case{i}--z_{i:04d}"
+        Image.fromarray(rng.randint(0, 255, (40 + 7 * i, 48), dtype=np.uint8)).save(images / f"{name}.png")
+        q, a = QUESTIONS[i % 3]
+        records.append({"id": name, "conversations": [[f"Picture 1: <img>{name}.png</img>\n{q}", a]]})
+    test_file = root / "test_VG.json"
+    test_file.write_text(json.dumps(records))
+
+    paddle.seed(3)
+    config = QWenVLConfig.from_preset("tiny", num_hidden_layers=1, visual={"layers": 1, "image_size": 56, "n_queries": 49})
+    model = QWenVLForCausalLM(config)
+    ckpt = root / "ckpt"
+    model.save_pretrained(str(ckpt))
+    QWenVLTokenizer(image_span=config.image_span).save_pretrained(str(ckpt))
+    return root, ckpt, test_file, images
+
+
+def infer(root, ckpt, test_file, images, out, *extra):
+    """The CLI's main() in this process (paddle is imported once for the module)."""
+    from paddlemix.tools.infer import main
+
+    argv = ["--checkpoint", str(ckpt), "--json_path", str(test_file), "--image_root", str(images),
+            "--output_file", str(out), "--max_new_tokens", "6", *extra]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(argv)
+    return subprocess.CompletedProcess(argv, code, stdout.getvalue(), "")
+
+
+def test_cli_script_runs(setup):
+    root, ckpt, test_file, images = setup
+    out = root / "cli.jsonl"
+    cmd = [sys.executable, INFER, "--checkpoint", str(ckpt), "--json_path", str(test_file), "--image_root", str(images),
+           "--output_file", str(out), "--max_new_tokens", "3", "--batch_size", "11"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "wrote 11 predictions" in r.stdout
+
+
+def test_batch_sizes_write_identical_records(setup):
+    root, ckpt, test_file, images = setup
+    one = root / "b1.jsonl"
+    eight = root / "b8.jsonl"
+    r1 = infer(root, ckpt, test_file, images, one, "--batch_size", "1")
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    r8 = infer(root, ckpt, test_file, images, eight, "--batch_size", "8")
+    assert r8.returncode == 0, r8.stderr[-2000:]
+    assert one.read_text() == eight.read_text()
+    rows = [json.loads(l) for l in one.read_text().splitlines()]
+    assert len(rows) == 11
+    for row in rows:
+        assert {"id", "image", "question", "annotation", "response", "task", "modality"} <= set(row)
+        assert row["task"] == "VG" and row["modality"] == row["id"].split("_")[0]
+        assert "<|im_end|>" not in row["response"] and "<|endoftext|>" not in row["response"]
+        assert not row["question"].startswith("Picture 1")
+
+
+def test_killed_run_resumes_to_the_same_file(setup):
+    root, ckpt, test_file, images = setup
+    full = root / "full.jsonl"
+    assert infer(root, ckpt, test_file, images, full, "--batch_size", "4").returncode == 0
+    part = root / "part.jsonl"
+    text = full.read_text()
+    # What a kill leaves: 5 complete lines and half of the sixth.
+    lines = text.splitlines(keepends=True)
+    part.write_text("".join(lines[:5]) + lines[5][: len(lines[5]) // 2])
+    r = infer(root, ckpt, test_file, images, part, "--batch_size", "4")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "wrote 6 predictions" in r.stdout
+    assert part.read_text() == text
+    # A finished file is left alone.
+    r = infer(root, ckpt, test_file, images, part, "--batch_size", "4")
+    assert "wrote 0 predictions" in r.stdout and part.read_text() == text
+
+
+def test_raw_prompt_format_runs(setup):
+    root, ckpt, test_file, images = setup
+    out = root / "raw.jsonl"
+    r = infer(root, ckpt, test_file, images, out, "--prompt_format", "raw", "--batch_size", "8")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(out.read_text().splitlines()) == 11
