@@ -31,12 +31,14 @@ else missing+=("Med-GRIT construction (paddlemix/tools/build_medgrit.py)"); fi
 
 stage 4/7 "training the tiny preset on CPU → $OUTPUT_DIR"
 if have_module paddlemix/tools/supervised_finetune.py && [ -f paddlemix/config/BiRD/sft_argument_demo.json ]; then
-  sh train.sh cpu paddlemix/config/BiRD/sft_argument_demo.json --output_dir "$OUTPUT_DIR"
+  sh train.sh cpu paddlemix/config/BiRD/sft_argument_demo.json --train_json "$DEMO_DIR/medgrit/train.json" \
+    --image_root "$DEMO_DIR/sa_med2d/images" --output_dir "$OUTPUT_DIR" --overwrite_output_dir true ${TRAIN_ARGS:-}
 else missing+=("training (paddlemix/tools/supervised_finetune.py, sft_argument_demo.json)"); fi
 
 stage 5/7 "batch inference → $REPORT_DIR/pred"
 if have_module tests/models/BiRD/infer.py && [ -d "$OUTPUT_DIR" ]; then
-  CHECKPOINT="$OUTPUT_DIR" TEST_DIR="$DEMO_DIR/medgrit" IMAGE_ROOT="$DEMO_DIR/sa_med2d" PRED_DIR="$REPORT_DIR/pred" \
+  rm -rf "$REPORT_DIR/pred"  # predictions of an earlier model must not be resumed into this one's
+  CHECKPOINT="$OUTPUT_DIR" TEST_DIR="$DEMO_DIR/medgrit" IMAGE_ROOT="$DEMO_DIR/sa_med2d/images" PRED_DIR="$REPORT_DIR/pred" \
     PYTHON=$PY sh tests/models/BiRD/infer_all.sh
 else missing+=("batch inference (tests/models/BiRD/infer.py)"); fi
 
