@@ -1,0 +1,169 @@
+"""Score a prediction JSONL file: read and validate it, compute the task's metrics, write metrics JSON.
+
+``python tests/models/BiRD/eval.py`` is a thin wrapper around :func:`main`; tests call the same
+functions. Nothing here imports paddle or paddlenlp.
+"""
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional, Sequence, Tuple
+
+from .metrics import CLEAN_MODES, metric_names, modality_order, score_records
+from .tasks import TASKS, check_task
+
+
+class PredictionFileError(ValueError):
+    """A prediction file that cannot be scored; the message names the file and line."""
+
+
+def read_predictions(path: str, task: Optional[str] = None) -> Tuple[str, List[dict]]:
+    """The records of one task from a prediction JSONL file, and that task.
+
+    Every line must be a JSON object with ``annotation`` (the reference answer, a string) and
+    ``response`` (string or null), plus ``modality`` or ``image``. A ``task`` field, when present,
+    must name a known task. Files may mix tasks: ``task`` selects one; without it the file must
+    hold exactly one. Blank lines are ignored. Errors raise :class:`PredictionFileError` naming
+    the file and line.
+    """
+    wanted = check_task(task, where=path) if task is not None else None
+    records: List[dict] = []
+    tasks_seen: List[str] = []
+    untagged = 0
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PredictionFileError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(record, dict):
+                raise PredictionFileError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            _check_record(record, where)
+            if "task" in record and record["task"] is not None:
+                try:
+                    record_task = check_task(record["task"], where=where)
+                except ValueError as exc:
+                    raise PredictionFileError(str(exc)) from None
+                if record_task not in tasks_seen:
+                    tasks_seen.append(record_task)
+            else:
+                record_task = None
+                untagged += 1
+            if wanted is None or record_task in (None, wanted):
+                records.append(record)
+    if wanted is None:
+        if len(tasks_seen) > 1:
+            raise PredictionFileError(f"{path}: records of several tasks ({', '.join(tasks_seen)}); pass --task")
+        if not tasks_seen:
+            raise PredictionFileError(f"{path}: no record has a 'task' field; pass --task")
+        wanted = tasks_seen[0]
+    if not records:
+        found = ", ".join(tasks_seen) if tasks_seen else "none"
+        raise PredictionFileError(f"{path}: no {wanted} records (tasks found: {found})")
+    return wanted, records
+
+
+def _check_record(record: dict, where: str) -> None:
+    if "annotation" not in record:
+        raise PredictionFileError(f"{where}: record has no 'annotation' (the reference answer)")
+    if not isinstance(record["annotation"], str):
+        raise PredictionFileError(f"{where}: 'annotation' must be a string, got {type(record['annotation']).__name__}")
+    if "response" not in record:
+        raise PredictionFileError(f"{where}: record has no 'response' (the model's answer)")
+    if record["response"] is not None and not isinstance(record["response"], str):
+        raise PredictionFileError(f"{where}: 'response' must be a string or null, got {type(record['response']).__name__}")
+    modality, image = record.get("modality"), record.get("image")
+    if not (isinstance(modality, str) and modality.strip()) and not (isinstance(image, str) and image.strip()):
+        raise PredictionFileError(f"{where}: record needs 'modality' or 'image' to tell its modality")
+
+
+def evaluate_file(
+    pred_file: str,
+    task: Optional[str] = None,
+    iou_threshold: float = 0.5,
+    bootstrap: int = 0,
+    seed: int = 0,
+    clean: str = "none",
+) -> dict:
+    """Metrics of one prediction file (see :func:`paddlemix.bird.metrics.score_records`)."""
+    task, records = read_predictions(pred_file, task)
+    metrics = score_records(records, task, iou_threshold=iou_threshold, bootstrap=bootstrap, seed=seed, clean=clean)
+    metrics["pred_file"] = os.path.basename(pred_file)
+    return metrics
+
+
+def write_metrics(metrics: dict, out_json: str) -> None:
+    directory = os.path.dirname(os.path.abspath(out_json))
+    os.makedirs(directory, exist_ok=True)
+    tmp = out_json + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(metrics, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    os.replace(tmp, out_json)
+
+
+def metric_columns(metrics: dict) -> List[str]:
+    """The metric keys of a metrics dict, in report order."""
+    return list(metric_names(metrics["task"], metrics.get("iou_threshold", 0.5)))
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def format_table(metrics: dict) -> str:
+    """Rows: modalities, then macro and micro; columns: n and the task's metrics."""
+    columns = metric_columns(metrics)
+    rows = [[m, str(s["n"])] + [_fmt(s.get(c)) for c in columns] for m, s in metrics["per_modality"].items()]
+    rows.append(["macro", ""] + [_fmt(metrics["macro"].get(c)) for c in columns])
+    rows.append(["micro", str(sum(s["n"] for s in metrics["per_modality"].values()))] + [_fmt(metrics["micro"].get(c)) for c in columns])
+    header = ["modality", "n"] + columns
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    lines = [f"{metrics['task']}: {metrics['n']} records"]
+    lines.append("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
+    for k, row in enumerate(rows):
+        if k == len(rows) - 2:
+            lines.append("  ".join("-" * w for w in widths))
+        lines.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
+    if "ci95" in metrics:
+        for key in ("macro", "micro"):
+            spans = ", ".join(f"{c} [{lo:.4f}, {hi:.4f}]" for c, (lo, hi) in metrics["ci95"][key].items())
+            lines.append(f"95% CI {key}: {spans}")
+    if metrics.get("n_skipped_no_reference_box"):
+        lines.append(f"skipped (reference has no box): {metrics['n_skipped_no_reference_box']}")
+    if metrics.get("spice_unavailable_reason"):
+        lines.append(f"SPICE: null ({metrics['spice_unavailable_reason']})")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Score BiRD predictions (prediction JSONL) per modality.")
+    parser.add_argument("--task", type=str.upper, choices=TASKS, help="task to score (required if the file has no 'task' fields)")
+    parser.add_argument("--pred_file", required=True, help="prediction JSONL written by inference")
+    parser.add_argument("--out_json", required=True, help="where to write the metrics JSON")
+    parser.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for 95%% intervals (0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--clean", choices=CLEAN_MODES, default="none", help="'upstream' strips raw special tokens as the original scripts did")
+    parser.add_argument("--iou", type=float, default=0.5, help="VG IoU threshold")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        metrics = evaluate_file(args.pred_file, args.task, args.iou, args.bootstrap, args.seed, args.clean)
+    except (PredictionFileError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write_metrics(metrics, args.out_json)
+    print(format_table(metrics))
+    print(f"wrote {args.out_json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

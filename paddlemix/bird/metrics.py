@@ -1,0 +1,741 @@
+"""Scores for BiRD predictions: VG box recall, RO naming accuracy, GC/MII caption metrics.
+
+Every function works on plain prediction records (dicts as read from prediction JSONL, with at
+least ``annotation`` and ``response``, and ``modality`` or ``image``) and imports neither paddle
+nor paddlenlp, so any model's predictions can be scored where only numpy and pycocoevalcap are
+installed. Each task is scored per modality, then summarised two ways: ``macro`` is the
+unweighted mean over the modalities present (the paper's headline number) and ``micro`` pools all
+records. Metric values are fractions in [0, 1] (CIDEr is unbounded), never percentages.
+
+Caption metrics are pycocoevalcap's, computed on PTB-tokenised text exactly as a direct
+pycocoevalcap run on each modality's records would compute them, but the two Java programs
+(the PTB tokenizer and METEOR) start once per file instead of once per modality.
+"""
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import unicodedata
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .boxes import iou, parse_boxes
+from .tasks import GC, KNOWN_MODALITIES, RO, VG, check_task, modality_of
+
+CAPTION_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
+CLEAN_MODES = ("none", "upstream")
+
+
+def vg_metric_names(iou_threshold: float = 0.5) -> Tuple[str, str, str, str]:
+    """VG keys; the threshold is part of the name (``Recall@0.5`` at the default)."""
+    return (f"Recall@{iou_threshold:g}", f"Acc@{iou_threshold:g}", "mIoU", "parse_failure_rate")
+
+
+def metric_names(task: str, iou_threshold: float = 0.5) -> Tuple[str, ...]:
+    """The metric keys of one task, in the order reports show them."""
+    task = check_task(task)
+    if task == VG:
+        return vg_metric_names(iou_threshold)
+    if task == RO:
+        return ("accuracy", "exact_match")
+    return CAPTION_METRICS
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+def record_modality(record: dict) -> str:
+    """The record's ``modality``, or the SA-Med2D prefix of its ``image`` when absent."""
+    modality = record.get("modality")
+    if isinstance(modality, str) and modality.strip():
+        return modality.strip().lower()
+    return modality_of(record.get("image", ""))
+
+
+def modality_order(modalities) -> List[str]:
+    """SA-Med2D modalities in their usual order, then any other prefix alphabetically."""
+    present = set(modalities)
+    known = [m for m in KNOWN_MODALITIES if m in present]
+    return known + sorted(present - set(KNOWN_MODALITIES))
+
+
+def group_by_modality(records: Sequence[dict]) -> Dict[str, np.ndarray]:
+    """Record indices per modality (file order inside each group)."""
+    groups: Dict[str, List[int]] = {}
+    for i, record in enumerate(records):
+        groups.setdefault(record_modality(record), []).append(i)
+    return {m: np.asarray(groups[m], dtype=np.int64) for m in modality_order(groups)}
+
+
+def _text(value) -> str:
+    # An absent or null response is an empty answer: scored as a miss, never a crash.
+    return value if isinstance(value, str) else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Cleaning raw responses
+
+
+def clean_upstream(text: str) -> str:
+    """Reproduce what BiRD's upstream eval scripts do to a raw response before scoring.
+
+    Upstream inference decoded with special tokens kept, so its scorers first: cut at the first
+    ``.<|im_end|>`` (keeping the full stop), delete ``<|im_end|>`` followed by a newline, keep
+    only the text between the first two newlines when there are two (drops a role line or prompt
+    echo before the answer and whatever follows it), delete ``<|endoftext|>`` and strip
+    surrounding whitespace.
+    """
+    text = _text(text)
+    end = text.find(".<|im_end|>")
+    if end >= 0:
+        text = text[:end] + "."
+    text = text.replace("<|im_end|>\n", "")
+    first = text.find("\n")
+    if first >= 0:
+        second = text.find("\n", first + 1)
+        if second >= 0:
+            text = text[first + 1 : second]
+    return text.replace("<|endoftext|>", "").strip()
+
+
+def clean_response(text, mode: str = "none") -> str:
+    """``none`` keeps the response as written; ``upstream`` applies :func:`clean_upstream`."""
+    if mode == "none":
+        return _text(text)
+    if mode == "upstream":
+        return clean_upstream(text)
+    raise ValueError(f"unknown clean mode {mode!r}; expected one of {', '.join(CLEAN_MODES)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries shared by every task: per modality, macro, micro, bootstrap intervals
+
+
+@dataclass
+class AdditiveMetric:
+    """A metric that is a function of per-record vectors summed over a sample.
+
+    ``finish(sums, count)`` maps summed vectors of shape (R, k) and the sample size to R values.
+    ``micro_rows`` replaces ``rows`` when the pooled sample needs other per-record vectors
+    (CIDEr's document frequencies are those of the pool). Bootstrap resamples these sums.
+    """
+
+    rows: np.ndarray
+    finish: Callable[[np.ndarray, int], np.ndarray]
+    micro_rows: Optional[np.ndarray] = None
+
+
+def _ratio(sums: np.ndarray, count: int) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums[:, 0] / sums[:, 1]
+
+
+def _mean(sums: np.ndarray, count: int) -> np.ndarray:
+    return sums[:, 0] / count
+
+
+def _nan_to_none(value) -> Optional[float]:
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _macro(per_modality: Dict[str, dict], names: Sequence[str]) -> Dict[str, Optional[float]]:
+    macro = {}
+    for name in names:
+        values = [scores[name] for scores in per_modality.values()]
+        macro[name] = None if not values or any(v is None for v in values) else float(np.mean(values))
+    return macro
+
+
+def bootstrap_intervals(
+    metrics: Dict[str, AdditiveMetric], groups: Dict[str, np.ndarray], reps: int, seed: int = 0
+) -> Dict[str, Dict[str, List[float]]]:
+    """95% percentile intervals of macro and micro over ``reps`` bootstrap resamples.
+
+    Resampling is stratified: each modality's records are drawn with replacement from that
+    modality, so every replicate keeps every modality and its size (the macro mean stays a mean
+    over the same modalities).
+    """
+    rng = np.random.default_rng(seed)
+    weights = {m: rng.multinomial(len(idx), np.full(len(idx), 1.0 / len(idx)), size=reps) for m, idx in groups.items()}
+    total = sum(len(idx) for idx in groups.values())
+    intervals: Dict[str, Dict[str, List[float]]] = {"macro": {}, "micro": {}}
+    for name, metric in metrics.items():
+        per_modality = []
+        pooled = 0.0
+        for m, idx in groups.items():
+            w = weights[m].astype(np.float64)
+            per_modality.append(metric.finish(w @ metric.rows[idx], len(idx)))
+            micro_rows = metric.rows if metric.micro_rows is None else metric.micro_rows
+            pooled = pooled + w @ micro_rows[idx]
+        macro = np.mean(np.stack(per_modality), axis=0)
+        micro = metric.finish(pooled, total)
+        for key, values in (("macro", macro), ("micro", micro)):
+            lo, hi = np.nanpercentile(values, [2.5, 97.5])
+            intervals[key][name] = [float(lo), float(hi)]
+    return intervals
+
+
+def _summarise_additive(
+    records_n: int,
+    groups: Dict[str, np.ndarray],
+    metrics: Dict[str, AdditiveMetric],
+    bootstrap: int,
+    seed: int,
+) -> dict:
+    per_modality = {}
+    for m, idx in groups.items():
+        scores = {"n": int(len(idx))}
+        for name, metric in metrics.items():
+            sums = metric.rows[idx].sum(axis=0, keepdims=True)
+            scores[name] = _nan_to_none(metric.finish(sums, len(idx))[0])
+        per_modality[m] = scores
+    micro = {}
+    all_idx = np.concatenate(list(groups.values())) if groups else np.zeros(0, dtype=np.int64)
+    for name, metric in metrics.items():
+        sums = metric.rows[all_idx].sum(axis=0, keepdims=True)
+        micro[name] = _nan_to_none(metric.finish(sums, len(all_idx))[0]) if len(all_idx) else None
+    out = {"n": records_n, "per_modality": per_modality, "macro": _macro(per_modality, list(metrics)), "micro": micro}
+    if bootstrap and groups:
+        out["ci95"] = bootstrap_intervals(metrics, groups, bootstrap, seed)
+    return out
+
+
+def _bootstrap_info(bootstrap: int, seed: int, extra: str = "") -> dict:
+    method = (
+        "percentile 95% interval over resamples of records drawn with replacement within each "
+        "modality (stratified)" + extra
+    )
+    return {"bootstrap": {"n": bootstrap, "seed": seed, "method": method}}
+
+
+# ---------------------------------------------------------------------------------------------
+# VG: visual grounding
+
+
+@dataclass
+class VGRecordScore:
+    n_reference_boxes: int
+    n_found: int  # reference boxes matched by some predicted box with IoU > threshold
+    first_iou: float  # first predicted box vs first reference box; 0 without a predicted box
+    hit: bool  # first_iou >= threshold
+    parse_failure: bool  # no box read from the response, or a fragment that could not be read
+
+
+def vg_record_score(annotation, response, iou_threshold: float = 0.5) -> Optional[VGRecordScore]:
+    """One VG record's numbers, or None when the reference has no box (the record is skipped)."""
+    references = parse_boxes(annotation).boxes
+    if not references:
+        return None
+    predicted = parse_boxes(response)
+    found = sum(1 for ref in references if any(iou(box, ref) > iou_threshold for box in predicted.boxes))
+    first = iou(predicted.boxes[0], references[0]) if predicted.boxes else 0.0
+    return VGRecordScore(
+        n_reference_boxes=len(references),
+        n_found=found,
+        first_iou=first,
+        hit=first >= iou_threshold,
+        parse_failure=not predicted.ok,
+    )
+
+
+def vg_definitions(iou_threshold: float) -> Dict[str, str]:
+    recall, acc, _, _ = vg_metric_names(iou_threshold)
+    return {
+        recall: (
+            f"upstream definition: found reference boxes / all reference boxes, where a reference box "
+            f"is found when any box parsed from the response has IoU > {iou_threshold:g} with it "
+            "(strictly greater); a response without a box finds nothing"
+        ),
+        acc: f"per record: IoU(first predicted box, first reference box) >= {iou_threshold:g} (RefCOCO convention)",
+        "mIoU": "mean over records of IoU(first predicted box, first reference box); 0 when no box is parsed",
+        "parse_failure_rate": (
+            "fraction of records whose response yields no box, or contains a box-like fragment that "
+            "could not be read (unclosed pair, non-numeric or degenerate corners)"
+        ),
+        "scope": (
+            "records whose reference answer has no box are skipped (n_skipped_no_reference_box); "
+            "per-modality n counts scored records; boxes are read leniently by paddlemix.bird.boxes "
+            "(corners ordered, missing </box> and bare (x,y),(x,y) pairs accepted)"
+        ),
+    }
+
+
+def score_vg(records: Sequence[dict], iou_threshold: float = 0.5, bootstrap: int = 0, seed: int = 0) -> dict:
+    """Visual grounding metrics of records (``annotation`` and ``response`` carry the boxes)."""
+    recall, acc, miou, failure = vg_metric_names(iou_threshold)
+    scored, rows = [], []
+    skipped: Dict[str, int] = {}
+    for record in records:
+        result = vg_record_score(record.get("annotation"), _text(record.get("response")), iou_threshold)
+        if result is None:
+            m = record_modality(record)
+            skipped[m] = skipped.get(m, 0) + 1
+            continue
+        scored.append(record)
+        rows.append(
+            [result.n_found, result.n_reference_boxes, float(result.hit), result.first_iou, float(result.parse_failure)]
+        )
+    table = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+    ones = np.ones((len(table), 1))
+    metrics = {
+        recall: AdditiveMetric(table[:, 0:2], _ratio),
+        acc: AdditiveMetric(np.hstack([table[:, 2:3], ones]), _ratio),
+        miou: AdditiveMetric(np.hstack([table[:, 3:4], ones]), _ratio),
+        failure: AdditiveMetric(np.hstack([table[:, 4:5], ones]), _ratio),
+    }
+    groups = group_by_modality(scored)
+    out = {"task": VG}
+    out.update(_summarise_additive(len(records), groups, metrics, bootstrap, seed))
+    out["iou_threshold"] = iou_threshold
+    out["n_reference_boxes"] = int(table[:, 1].sum())
+    out["n_skipped_no_reference_box"] = int(sum(skipped.values()))
+    out["n_skipped_no_reference_box_per_modality"] = {m: skipped[m] for m in modality_order(skipped)}
+    out["definitions"] = vg_definitions(iou_threshold)
+    if bootstrap:
+        out.update(_bootstrap_info(bootstrap, seed))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# RO: referring object classification
+
+_MARKUP_RE = re.compile(r"<box>.*?(?:</box>|$)|</?ref>|</?box>", re.S)
+
+
+def ro_accuracy(annotation: str, response: str) -> bool:
+    """Upstream's RO score: every word of the lower-cased reference occurs in the lower-cased response.
+
+    Words are whitespace-separated and matched as substrings (``kidney`` is found in
+    ``kidneys``), so it is lenient by design.
+    """
+    response = _text(response).lower()
+    return all(word in response for word in _text(annotation).lower().split())
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, drop ``<ref>`` tags and whole ``<box>…</box>`` spans, punctuation → space, one space."""
+    text = _MARKUP_RE.sub(" ", _text(text).lower())
+    text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text)
+    return " ".join(text.split())
+
+
+def ro_exact_match(annotation: str, response: str) -> bool:
+    """The normalised response equals the normalised reference (see :func:`normalize_answer`)."""
+    return normalize_answer(annotation) == normalize_answer(response)
+
+
+RO_DEFINITIONS = {
+    "accuracy": (
+        "upstream definition: every whitespace-separated word of the lower-cased reference occurs "
+        "as a substring of the lower-cased response"
+    ),
+    "exact_match": (
+        "normalised response equals normalised reference (lower-case, <ref> tags and <box>...</box> "
+        "spans removed, punctuation replaced by spaces, whitespace collapsed)"
+    ),
+}
+
+
+def score_ro(records: Sequence[dict], bootstrap: int = 0, seed: int = 0) -> dict:
+    """Referring object classification metrics of records."""
+    rows = [
+        [float(ro_accuracy(r.get("annotation"), r.get("response"))), float(ro_exact_match(r.get("annotation"), r.get("response")))]
+        for r in records
+    ]
+    table = np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+    metrics = {
+        "accuracy": AdditiveMetric(table[:, 0:1], _mean),
+        "exact_match": AdditiveMetric(table[:, 1:2], _mean),
+    }
+    out = {"task": RO}
+    out.update(_summarise_additive(len(records), group_by_modality(records), metrics, bootstrap, seed))
+    out["definitions"] = dict(RO_DEFINITIONS)
+    if bootstrap:
+        out.update(_bootstrap_info(bootstrap, seed))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# GC / MII: caption metrics via pycocoevalcap, one Java start per program for the whole file
+
+
+def _pycocoevalcap_dir(*parts: str) -> str:
+    import pycocoevalcap  # a namespace package: no __init__.py, so no __file__
+
+    return os.path.join(os.path.abspath(list(pycocoevalcap.__path__)[0]), *parts)
+
+
+def _require_java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise RuntimeError(
+            "caption metrics need Java: pycocoevalcap's PTB tokenizer and METEOR are Java programs; "
+            "install a JRE (e.g. openjdk-17-jre-headless) so that `java` is on PATH"
+        )
+    return java
+
+
+# Characters the Java tokenizer treats as line ends (or chokes on): each would shift every later
+# caption onto the wrong record, so they become spaces, as pycocoevalcap does for "\n".
+_LINE_BREAK_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+
+
+def ptb_tokenize(texts: Sequence[str]) -> List[str]:
+    """pycocoevalcap's tokenisation (Stanford PTBTokenizer, lower-cased, punctuation dropped) in one Java run."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS, STANFORD_CORENLP_3_4_1_JAR
+
+    java = _require_java()
+    if not texts:
+        return []
+    lines = [_LINE_BREAK_RE.sub(" ", _text(t)) for t in texts]
+    jar = _pycocoevalcap_dir("tokenizer", STANFORD_CORENLP_3_4_1_JAR)
+    with tempfile.NamedTemporaryFile("wb", suffix=".txt", delete=False) as handle:
+        handle.write("\n".join(lines).encode())
+        path = handle.name
+    try:
+        cmd = [java, "-cp", jar, "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase", path]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    finally:
+        os.remove(path)
+    if proc.returncode != 0:
+        raise RuntimeError(f"PTB tokenizer failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-2000:]}")
+    out = proc.stdout.decode(errors="replace").split("\n")
+    if len(out) < len(lines):
+        raise RuntimeError(f"PTB tokenizer returned {len(out)} lines for {len(lines)} captions")
+    punctuation = set(PUNCTUATIONS)
+    return [" ".join(w for w in line.rstrip().split(" ") if w not in punctuation) for line in out[: len(lines)]]
+
+
+# METEOR 1.5 statistics: field 20 is the chunk count, 21/22 the matched test/reference words.
+# When pooling, Meteor counts no chunk for a segment that matches its reference perfectly.
+_METEOR_CHUNKS, _METEOR_TEST_MATCHED, _METEOR_REF_MATCHED = 20, 21, 22
+
+
+class MeteorProcess:
+    """One METEOR 1.5 Java process (the jar and flags pycocoevalcap uses), fed through pipes.
+
+    ``statistics`` sends every SCORE line while a thread reads the answers, instead of one round
+    trip per record; ``evaluate`` sends one EVAL line per group and returns that group's
+    per-record scores and its corpus score, exactly what pycocoevalcap's ``Meteor`` computes.
+    """
+
+    def __init__(self):
+        java = _require_java()
+        from pycocoevalcap.meteor.meteor import METEOR_JAR
+
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(
+            [java, "-jar", "-Xmx2G", METEOR_JAR, "-", "-", "-stdio", "-l", "en", "-norm"],
+            cwd=_pycocoevalcap_dir("meteor"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+        )
+
+    def _readline(self) -> str:
+        line = self._proc.stdout.readline()
+        if not line:
+            self._stderr.seek(0)
+            err = self._stderr.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"METEOR stopped unexpectedly: {err}")
+        return line.decode().strip()
+
+    def _send(self, lines: Sequence[str]) -> threading.Thread:
+        def write():
+            try:
+                for line in lines:
+                    self._proc.stdin.write((line + "\n").encode())
+                self._proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                pass  # the reader reports the failure with METEOR's stderr
+
+        thread = threading.Thread(target=write, daemon=True)
+        thread.start()
+        return thread
+
+    def statistics(self, hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> List[str]:
+        lines = []
+        for hyp, refs in zip(hypotheses, references):
+            hyp = hyp.replace("|||", "").replace("  ", " ")
+            lines.append(" ||| ".join(("SCORE", " ||| ".join(refs), hyp)))
+        writer = self._send(lines)
+        stats = [self._readline() for _ in lines]
+        writer.join()
+        return stats
+
+    def evaluate(self, stats: Sequence[str]) -> Tuple[List[float], float]:
+        writer = self._send(["EVAL ||| " + " ||| ".join(stats)])
+        scores = [float(self._readline()) for _ in stats]
+        corpus = float(self._readline())
+        writer.join()
+        return scores, corpus
+
+    def close(self) -> None:
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass
+        self._proc.kill()
+        self._proc.wait()
+        self._stderr.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def meteor_pooling_rows(stats: Sequence[str]) -> np.ndarray:
+    """METEOR statistics as numbers that add up to the pooled statistics METEOR aggregates."""
+    rows = np.asarray([[float(x) for x in s.split()] for s in stats], dtype=np.float64)
+    perfect = (
+        (rows[:, _METEOR_CHUNKS] == 1)
+        & (rows[:, _METEOR_TEST_MATCHED] == rows[:, 0])
+        & (rows[:, _METEOR_REF_MATCHED] == rows[:, 1])
+    )
+    rows[perfect, _METEOR_CHUNKS] = 0
+    return rows
+
+
+def _meteor_finish(meteor: MeteorProcess) -> Callable[[np.ndarray, int], np.ndarray]:
+    def finish(sums: np.ndarray, count: int) -> np.ndarray:
+        lines = [" ".join(repr(float(x)) for x in row) for row in sums]
+        scores, _ = meteor.evaluate(lines)
+        return np.asarray(scores)
+
+    return finish
+
+
+def bleu_from_sums(sums: np.ndarray, count: int = 0) -> np.ndarray:
+    """Corpus BLEU-1..4 from summed statistics (testlen, reflen, guess 1-4, correct 1-4), as pycocoevalcap."""
+    small, tiny = 1e-9, 1e-15
+    testlen, reflen = sums[:, 0], sums[:, 1]
+    guess, correct = sums[:, 2:6], sums[:, 6:10]
+    out = np.empty((len(sums), 4))
+    bleu = np.ones(len(sums))
+    for k in range(4):
+        bleu = bleu * ((correct[:, k] + tiny) / (guess[:, k] + small))
+        out[:, k] = bleu ** (1.0 / (k + 1))
+    ratio = (testlen + tiny) / (reflen + small)
+    brevity = np.where(ratio < 1, np.exp(1 - 1 / ratio), 1.0)
+    return out * brevity[:, None]
+
+
+def _bleu_stats(cooked: dict) -> List[float]:
+    # pycocoevalcap's "closest" reference length (one reference here, so it is that one's length).
+    testlen = cooked["testlen"]
+    reflen = min((abs(length - testlen), length) for length in cooked["reflen"])[1]
+    return [testlen, reflen] + list(cooked["guess"]) + list(cooked["correct"])
+
+
+def spice_unavailable_reason() -> Optional[str]:
+    """None when SPICE can run offline, else why not (never triggers pycocoevalcap's download)."""
+    lib = _pycocoevalcap_dir("spice", "lib")
+    missing = [
+        name
+        for name in ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
+        if not os.path.exists(os.path.join(lib, name))
+    ]
+    if not os.path.exists(_pycocoevalcap_dir("spice", "spice-1.0.jar")):
+        missing.insert(0, "../spice-1.0.jar")
+    if missing:
+        return (
+            f"SPICE needs Stanford CoreNLP 3.6.0 in {lib} (missing: {', '.join(missing)}); pycocoevalcap "
+            "would download it from nlp.stanford.edu on first use, which this evaluator never does. "
+            "Copy the two jars there to enable SPICE."
+        )
+    if shutil.which("java") is None:
+        return "SPICE needs Java on PATH"
+    return None
+
+
+def _spice_scores(gts: Dict[int, List[str]], res: Dict[int, List[str]]) -> Tuple[Optional[np.ndarray], Optional[str]]:
+    reason = spice_unavailable_reason()
+    if reason is not None:
+        return None, reason
+    try:
+        from pycocoevalcap.spice.spice import Spice
+
+        _, scores = Spice().compute_score(gts, res)
+    except Exception as exc:  # SPICE is optional: a failure is reported, the other metrics stand
+        return None, f"SPICE failed: {type(exc).__name__}: {exc}"
+    # Spice returns per-record scores in sorted key order; our keys are 0..n-1 in file order.
+    return np.asarray([s["All"]["f"] for s in scores], dtype=np.float64), None
+
+
+CAPTION_DEFINITIONS = {
+    "BLEU-1..4": "pycocoevalcap Bleu(4), corpus level over the group, reference length 'closest'",
+    "METEOR": "pycocoevalcap METEOR 1.5 (-l en -norm), corpus score over the group",
+    "ROUGE-L": "pycocoevalcap Rouge (beta 1.2), mean of per-record scores",
+    "CIDEr": "pycocoevalcap Cider (CIDEr-D, sigma 6), document frequencies from the group's references",
+    "SPICE": "pycocoevalcap Spice, mean of per-record F-scores; null when Stanford CoreNLP is not installed",
+    "scope": (
+        "text is PTB-tokenised (lower-cased, punctuation removed) as pycocoevalcap does; per-modality "
+        "values equal a direct pycocoevalcap run on that modality's records (what upstream reports), "
+        "micro is one run over all records, macro the unweighted mean over modalities present"
+    ),
+}
+
+
+def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, seed: int = 0) -> dict:
+    """GC / MII caption metrics of records: per modality, macro and micro."""
+    from pycocoevalcap.bleu.bleu_scorer import BleuScorer
+    from pycocoevalcap.cider.cider_scorer import CiderScorer
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    task = check_task(task)
+    n = len(records)
+    groups = group_by_modality(records)
+    targets = list(groups.items()) + [(None, np.arange(n))]  # None: the pooled (micro) group
+    tokens = ptb_tokenize([_text(r.get("annotation")) for r in records] + [_text(r.get("response")) for r in records])
+    refs, hyps = tokens[:n], tokens[n:]
+
+    with MeteorProcess() as meteor:
+        # METEOR aligns in its own process while Python computes the other metrics.
+        meteor_out: dict = {}
+
+        def run_meteor():
+            try:
+                meteor_out["stats"] = meteor.statistics(hyps, [[r] for r in refs])
+            except BaseException as exc:  # re-raised in the calling thread
+                meteor_out["error"] = exc
+
+        meteor_thread = threading.Thread(target=run_meteor, daemon=True)
+        meteor_thread.start()
+
+        # Cook every record once; each group's scorer then pools the cooked records, which is
+        # what a fresh pycocoevalcap scorer fed only that group's records computes.
+        bleu_cooked = [BleuScorer(hyp, [ref], n=4) for hyp, ref in zip(hyps, refs)]
+        cider_cooked = [CiderScorer(hyp, [ref], n=4, sigma=6.0) for hyp, ref in zip(hyps, refs)]
+        rouge = Rouge()
+        rouge_rows = np.asarray([rouge.calc_score([h], [r]) for h, r in zip(hyps, refs)], dtype=np.float64)
+
+        results: Dict[Optional[str], dict] = {}
+        cider_rows = {}  # per-record CIDEr with the document frequencies of each group
+        for name, idx in targets:
+            bleu = BleuScorer(n=4)
+            for i in idx:
+                bleu += bleu_cooked[i]
+            bleu_scores, _ = bleu.compute_score(option="closest", verbose=0)
+            if any(refs[i] for i in idx):
+                cider = CiderScorer(n=4, sigma=6.0)
+                for i in idx:
+                    cider += cider_cooked[i]
+                cider_score, cider_rows[name] = cider.compute_score()
+            else:  # no reference n-gram at all: pycocoevalcap itself would fail on max([])
+                cider_score, cider_rows[name] = 0.0, np.zeros(len(idx))
+            results[name] = {f"BLEU-{k + 1}": float(bleu_scores[k]) for k in range(4)}
+            results[name]["ROUGE-L"] = float(np.mean(rouge_rows[idx]))
+            results[name]["CIDEr"] = float(cider_score)
+
+        meteor_thread.join()
+        if "error" in meteor_out:
+            raise meteor_out["error"]
+        stats = meteor_out["stats"]
+        for name, idx in targets:
+            results[name]["METEOR"] = meteor.evaluate([stats[i] for i in idx])[1]
+
+        spice_rows, spice_reason = _spice_scores({i: [refs[i]] for i in range(n)}, {i: [hyps[i]] for i in range(n)})
+        for name, idx in targets:
+            results[name]["SPICE"] = None if spice_rows is None else _nan_to_none(np.mean(spice_rows[idx]))
+
+        per_modality = {m: {"n": int(len(idx)), **{k: results[m][k] for k in CAPTION_METRICS}} for m, idx in groups.items()}
+        out = {
+            "task": task,
+            "n": n,
+            "per_modality": per_modality,
+            "macro": _macro(per_modality, CAPTION_METRICS),
+            "micro": {k: results[None][k] for k in CAPTION_METRICS},
+        }
+
+        if bootstrap and groups:
+            cider_by_record = np.zeros(n)
+            for m, idx in groups.items():
+                cider_by_record[idx] = cider_rows[m]
+            bleu_rows = np.asarray([_bleu_stats(b.ctest[0]) for b in bleu_cooked], dtype=np.float64)
+            additive = {
+                f"BLEU-{k + 1}": AdditiveMetric(bleu_rows, lambda sums, count, k=k: bleu_from_sums(sums)[:, k])
+                for k in range(4)
+            }
+            additive["METEOR"] = AdditiveMetric(meteor_pooling_rows(stats), _meteor_finish(meteor))
+            pooling_gap = _pooling_gap(additive, results[None], n)
+            additive["ROUGE-L"] = AdditiveMetric(rouge_rows[:, None], _mean)
+            additive["CIDEr"] = AdditiveMetric(cider_by_record[:, None], _mean, micro_rows=cider_rows[None][:, None])
+            if spice_rows is not None:
+                additive["SPICE"] = AdditiveMetric(spice_rows[:, None], _mean)
+            out["ci95"] = bootstrap_intervals(additive, groups, bootstrap, seed)
+
+    out["spice_unavailable_reason"] = spice_reason
+    out["definitions"] = dict(CAPTION_DEFINITIONS)
+    if bootstrap:
+        out.update(
+            _bootstrap_info(
+                bootstrap,
+                seed,
+                "; BLEU and METEOR re-pool the resampled n-gram / alignment statistics, ROUGE-L, CIDEr "
+                "and SPICE average resampled per-record scores (CIDEr's document frequencies fixed)",
+            )
+        )
+        if groups and pooling_gap:
+            out["bootstrap"]["warning"] = (
+                "pooled statistics do not reproduce the corpus score of "
+                + ", ".join(f"{k} (off by {v:.2e})" for k, v in pooling_gap.items())
+                + "; their intervals are approximate"
+            )
+    return out
+
+
+def _pooling_gap(additive: Dict[str, AdditiveMetric], corpus: dict, n: int) -> Dict[str, float]:
+    """Corpus scores that the summed per-record statistics fail to reproduce (a self-check of
+    the pooling rules the bootstrap relies on, BLEU's and METEOR's)."""
+    gaps = {}
+    for name in ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR"):
+        metric = additive[name]
+        value = float(metric.finish(metric.rows.sum(axis=0, keepdims=True), n)[0])
+        gap = abs(value - corpus[name])
+        if gap > 1e-9 * max(1.0, abs(corpus[name])):
+            gaps[name] = gap
+    return gaps
+
+
+# ---------------------------------------------------------------------------------------------
+# One entry point for every task
+
+
+def score_records(
+    records: Sequence[dict],
+    task: str,
+    iou_threshold: float = 0.5,
+    bootstrap: int = 0,
+    seed: int = 0,
+    clean: str = "none",
+) -> dict:
+    """Score records of one task; ``clean`` is applied to each response first (see :func:`clean_response`)."""
+    task = check_task(task)
+    if clean not in CLEAN_MODES:
+        raise ValueError(f"unknown clean mode {clean!r}; expected one of {', '.join(CLEAN_MODES)}")
+    if bootstrap < 0:
+        raise ValueError(f"bootstrap must be >= 0, got {bootstrap}")
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    if not records:
+        raise ValueError(f"no {task} records to score")
+    if clean != "none":
+        records = [dict(r, response=clean_response(r.get("response"), clean)) for r in records]
+    if task == VG:
+        out = score_vg(records, iou_threshold, bootstrap, seed)
+    elif task == RO:
+        out = score_ro(records, bootstrap, seed)
+    else:
+        out = score_captions(records, task, bootstrap, seed)
+    out["clean"] = clean
+    return out
