@@ -1,0 +1,59 @@
+#!/bin/sh
+# Score every prediction file of a run and summarise them.
+#
+#   sh tests/models/BiRD/eval_all.sh [PRED_DIR] [OUT_DIR]
+#
+# PRED_DIR holds pred_VG.jsonl, pred_RO.jsonl, pred_GC.jsonl, pred_MII.jsonl (any of them);
+# OUT_DIR (default: PRED_DIR) receives metrics_<TASK>.json, summary.md and summary.csv.
+# Both may also come from the environment variables of the same names. Options:
+#   PYTHON (default python), BOOTSTRAP (resamples, default 0), CLEAN (none|upstream), IOU (0.5).
+set -u
+
+PRED_DIR=${1:-${PRED_DIR:-}}
+OUT_DIR=${2:-${OUT_DIR:-$PRED_DIR}}
+PYTHON=${PYTHON:-python}
+if [ -z "$PRED_DIR" ]; then
+    echo "usage: sh $0 PRED_DIR [OUT_DIR]   (or set PRED_DIR / OUT_DIR)" >&2
+    exit 2
+fi
+if [ ! -d "$PRED_DIR" ]; then
+    echo "error: PRED_DIR '$PRED_DIR' is not a directory" >&2
+    exit 2
+fi
+
+HERE=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
+ROOT=$(CDPATH= cd -- "$HERE/../../.." && pwd)
+mkdir -p "$OUT_DIR" || exit 2
+
+# The positional parameters collect the metrics files written.
+set --
+missing=""
+failed=""
+for TASK in VG RO GC MII; do
+    PRED="$PRED_DIR/pred_$TASK.jsonl"
+    if [ ! -f "$PRED" ]; then
+        missing="$missing $TASK"
+        continue
+    fi
+    echo "== $TASK: $PRED"
+    if "$PYTHON" "$HERE/eval.py" --task "$TASK" --pred_file "$PRED" \
+        --out_json "$OUT_DIR/metrics_$TASK.json" \
+        --bootstrap "${BOOTSTRAP:-0}" --clean "${CLEAN:-none}" --iou "${IOU:-0.5}"; then
+        set -- "$@" "$OUT_DIR/metrics_$TASK.json"
+    else
+        failed="$failed $TASK"
+    fi
+done
+
+if [ -n "$missing" ]; then
+    echo "missing (not scored):$(for t in $missing; do printf ' pred_%s.jsonl' "$t"; done) in $PRED_DIR"
+fi
+if [ $# -eq 0 ]; then
+    echo "error: nothing scored in $PRED_DIR" >&2
+    exit 1
+fi
+PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m paddlemix.bird.report --out_dir "$OUT_DIR" "$@" || exit 1
+if [ -n "$failed" ]; then
+    echo "error: scoring failed for:$failed" >&2
+    exit 1
+fi
