@@ -257,8 +257,24 @@ class QWenVLForCausalLM(QWenVLPretrainedModel):
         # also a stop id, so a left-padded batch must pass its own attention_mask (generate_batch does).
         return paddle.ones_like(input_ids, dtype="int64")
 
+    def generate(self, input_ids=None, generation_config=None, **kwargs):
+        """PaddleNLP's ``generate`` (greedy or sampling), honouring ``use_cache=False``: PaddleNLP 2.8.1
+        stores that flag on the GenerationConfig, which its decoding loops never read, so it is passed
+        on here as the model keyword ``kv_cache``."""
+        default = generation_config.use_cache if generation_config is not None else True
+        kv_cache = kwargs.pop("use_cache", default)
+        return super().generate(input_ids=input_ids, generation_config=generation_config, kv_cache=kv_cache, **kwargs)
+
     def prepare_inputs_for_generation(
-        self, input_ids, past_key_values=None, attention_mask=None, position_ids=None, images=None, use_cache=None, **kwargs
+        self,
+        input_ids,
+        past_key_values=None,
+        attention_mask=None,
+        position_ids=None,
+        images=None,
+        use_cache=None,
+        kv_cache=True,
+        **kwargs,
     ):
         if position_ids is None and attention_mask is not None and attention_mask.ndim == 2:
             position_ids = positions_from_attention_mask(attention_mask)
@@ -272,7 +288,7 @@ class QWenVLForCausalLM(QWenVLPretrainedModel):
             "past_key_values": past_key_values,
             "attention_mask": attention_mask,
             "position_ids": position_ids,
-            "use_cache": use_cache,
+            "use_cache": bool(kv_cache) and use_cache is not False,
             "last_logits_only": True,
         }
 

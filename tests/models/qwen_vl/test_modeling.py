@@ -1,0 +1,227 @@
+"""QWenVLForCausalLM: image splicing, the labelled-positions loss, padding, freezing, save/load."""
+
+import os
+
+import numpy as np
+import paddle
+import pytest
+from qwen_vl_reference import IM_END, IMG_END, IMG_START
+
+from paddlemix.models.qwen_vl.configuration import QWenVLConfig, get_preset
+from paddlemix.models.qwen_vl.modeling import (
+    QWenVLForCausalLM,
+    freeze_vision,
+    image_span_positions,
+    positions_from_attention_mask,
+)
+
+
+def logits_of(model, ids, pixels=None, mask=None):
+    out = model(
+        paddle.to_tensor(ids),
+        images=None if pixels is None else paddle.to_tensor(pixels),
+        attention_mask=None if mask is None else paddle.to_tensor(mask),
+        use_cache=False,
+        return_dict=True,
+    )
+    return out.logits.numpy()
+
+
+# ---- configuration ----
+
+
+def test_presets():
+    big = get_preset("qwen-vl-chat-7b")
+    assert (big.hidden_size, big.num_hidden_layers, big.num_attention_heads, big.kv_channels) == (4096, 32, 32, 128)
+    assert (big.intermediate_size, big.vocab_size, big.image_span, big.resampler_heads) == (22016, 151936, 256, 32)
+    assert big.visual["width"] == 1664 and big.visual["layers"] == 48 and big.visual["heads"] == 16
+    assert (big.img_start_id, big.img_end_id, big.img_pad_id) == (151857, 151858, 151859)
+    assert big.eos_token_id == [151645, 151643] and big.pad_token_id == 151643
+    tiny = QWenVLConfig.from_preset("tiny", num_hidden_layers=1, visual=dict(layers=1))
+    assert tiny.num_hidden_layers == 1 and tiny.visual["layers"] == 1 and tiny.visual["width"] == 64
+    with pytest.raises(ValueError, match="kv_channels"):
+        get_preset("tiny", kv_channels=16)
+    with pytest.raises(ValueError, match="unknown keys"):
+        get_preset("tiny", visual=dict(widht=3))
+    with pytest.raises(KeyError, match="tiny"):
+        get_preset("huge")
+
+
+# ---- image slots ----
+
+
+def test_image_span_positions(tiny_config):
+    span = 3
+    ids = np.array([
+        [1, IMG_START, 7, 7, 7, IMG_END, 2, IMG_START, 8, 8, 8, IMG_END],
+        [IMG_START, 9, 9, 9, IMG_END, 0, 0, 0, 0, 0, 0, 0],
+    ])
+    got = image_span_positions(ids, IMG_START, IMG_END, span)
+    np.testing.assert_array_equal(got, [[2, 3, 4], [8, 9, 10], [13, 14, 15]])
+    with pytest.raises(ValueError, match="holds 2 ids"):
+        image_span_positions(np.array([[IMG_START, 5, 5, IMG_END]]), IMG_START, IMG_END, span)
+    with pytest.raises(ValueError, match="do not pair up"):
+        image_span_positions(np.array([[IMG_START, 5, 5, 5, 5]]), IMG_START, IMG_END, span)
+    with pytest.raises(ValueError, match="do not pair up"):
+        image_span_positions(np.array([[IMG_END, 5, 5, 5, IMG_START]]), IMG_START, IMG_END, span)
+
+
+def test_features_land_exactly_in_the_slots(tiny_model, tiny_pixels, make_prompt):
+    ids = [make_prompt([5, 6], "a.png", [7]) + make_prompt([], "b.png", [8, 9]), make_prompt([1] * 30, "c.png", [2] * 41)]
+    pixels = paddle.to_tensor(tiny_pixels)
+    out = tiny_model(paddle.to_tensor(ids), images=pixels, output_hidden_states=True, return_dict=True, use_cache=False)
+    embeds = out.hidden_states[0].numpy()  # the decoder's input
+    features = tiny_model.transformer.visual(pixels).numpy()
+    table = tiny_model.transformer.wte.weight.numpy()
+    ids = np.array(ids)
+    slots = image_span_positions(ids, IMG_START, IMG_END, 64)
+    is_slot = np.zeros(ids.size, dtype=bool)
+    is_slot[slots.reshape(-1)] = True
+    for k, slot in enumerate(slots):
+        np.testing.assert_array_equal(embeds.reshape(-1, embeds.shape[-1])[slot], features[k])
+    np.testing.assert_array_equal(embeds.reshape(-1, embeds.shape[-1])[~is_slot], table[ids.reshape(-1)[~is_slot]])
+
+
+def test_image_count_must_match_slots(tiny_model, tiny_pixels, make_prompt):
+    ids = paddle.to_tensor([make_prompt([5], "a.png", [6])])
+    with pytest.raises(ValueError, match="no images were given"):
+        tiny_model(ids)
+    with pytest.raises(ValueError, match="1 image slot"):
+        tiny_model(ids, images=paddle.to_tensor(tiny_pixels[:2]))
+    with pytest.raises(ValueError, match="no <img>"):
+        tiny_model(paddle.to_tensor([[5, 6, 7]]), images=paddle.to_tensor(tiny_pixels[:1]))
+
+
+def test_features_are_cast_to_the_embedding_dtype(tiny_config, make_prompt):
+    """A float32 vision tower feeding embeddings of another dtype (float64 here: CPU kernels lack
+    bfloat16 scatter): the spliced features take the embedding dtype."""
+    model = QWenVLForCausalLM(get_preset("tiny", num_hidden_layers=1, visual=dict(layers=1)))
+    model.transformer.wte.to(dtype="float64")
+    ids = paddle.to_tensor([make_prompt([5], "a.png", [6])])
+    pixels = paddle.zeros([1, 3, 224, 224])
+    embeds = model.transformer.embed(ids, pixels)
+    assert embeds.dtype == paddle.float64
+    np.testing.assert_allclose(embeds[0, 2:66].numpy(), model.transformer.visual(pixels)[0].numpy(), rtol=1e-6)
+
+
+# ---- loss ----
+
+
+def test_loss_uses_labelled_positions_only(tiny_model, tiny_pixels, make_prompt):
+    ids = [make_prompt([5, 6], "a.png", [70, 80, 90, IM_END]), make_prompt([9] * 3, "b.png", [11, 12, 13])]
+    labels = np.full([2, len(ids[0])], -100)
+    labels[0, -4:] = [70, 80, 90, IM_END]
+    labels[1, -2:] = [12, 13]
+    seen = []
+    hook = tiny_model.lm_head.register_forward_pre_hook(lambda layer, inputs: seen.append(inputs[0].shape))
+    try:
+        out = tiny_model(paddle.to_tensor(ids), images=paddle.to_tensor(tiny_pixels[:2]), labels=paddle.to_tensor(labels), use_cache=False, return_dict=True)
+    finally:
+        hook.remove()
+    assert seen == [[6, tiny_model.config.hidden_size]]  # 4 + 2 labelled positions, nothing else
+    assert out.logits is None
+
+    full = logits_of(tiny_model, ids, tiny_pixels[:2]).astype(np.float64)
+    rows, cols = np.nonzero(labels[:, 1:] != -100)  # position t predicts labels[t + 1]
+    picked = full[rows, cols]
+    log_probs = picked - picked.max(-1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+    want = -np.mean(log_probs[np.arange(len(rows)), labels[rows, cols + 1]])
+    assert float(out.loss) == pytest.approx(want, rel=1e-5)
+
+    both = tiny_model(paddle.to_tensor(ids), images=paddle.to_tensor(tiny_pixels[:2]), labels=paddle.to_tensor(labels), return_logits=True, use_cache=False, return_dict=True)
+    np.testing.assert_allclose(both.logits.numpy(), full, rtol=1e-5, atol=1e-5)
+
+
+def test_loss_without_labelled_positions_is_zero(tiny_model):
+    out = tiny_model(paddle.to_tensor([[5, 6, 7]]), labels=paddle.to_tensor([[5, -100, -100]]), use_cache=False, return_dict=True)
+    assert float(out.loss) == 0.0
+
+
+def test_tuple_output_for_the_trainer(tiny_model):
+    loss, = tiny_model(paddle.to_tensor([[5, 6, 7]]), labels=paddle.to_tensor([[5, 6, 7]]), use_cache=False)
+    assert loss.shape == []
+
+
+# ---- padding and batching ----
+
+
+def test_positions_from_attention_mask():
+    mask = paddle.to_tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    np.testing.assert_array_equal(positions_from_attention_mask(mask).numpy(), [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]])
+
+
+def test_left_padding_and_per_image_isolation(tiny_model, tiny_pixels, make_prompt):
+    """Each sample of a left-padded batch equals the sample alone, and an image only affects its own
+    sample."""
+    prompts = [make_prompt([5, 6], "a.png", [7, 8]), make_prompt([5] * 12, "bb.png", [9]), [3, 4, 5, 6]]
+    pixels = tiny_pixels[:2]
+    width = max(map(len, prompts))
+    ids = np.array([[0] * (width - len(p)) + p for p in prompts])
+    mask = np.array([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    batch = logits_of(tiny_model, ids, pixels, mask)
+    alone = [
+        logits_of(tiny_model, [prompts[0]], pixels[:1]),
+        logits_of(tiny_model, [prompts[1]], pixels[1:2]),
+        logits_of(tiny_model, [prompts[2]]),
+    ]
+    for row, single in enumerate(alone):
+        np.testing.assert_allclose(batch[row, width - len(prompts[row]):], single[0], rtol=1e-4, atol=1e-4)
+
+    perturbed = pixels.copy()
+    perturbed[1] += 0.5 * np.random.default_rng(0).standard_normal(perturbed[1].shape).astype(np.float32)
+    changed = logits_of(tiny_model, ids, perturbed, mask)
+    np.testing.assert_array_equal(changed[0], batch[0])
+    np.testing.assert_array_equal(changed[2], batch[2])
+    assert np.abs(changed[1] - batch[1]).max() > 1e-3
+
+
+# ---- training helpers ----
+
+
+def test_freeze_vision(tiny_config, tiny_pixels, make_prompt):
+    paddle.seed(0)
+    model = QWenVLForCausalLM(get_preset("tiny", num_hidden_layers=1))
+    trainable = freeze_vision(model)
+    assert set(trainable) == {n for n, _ in model.transformer.visual.named_parameters()
+                              if n.startswith(("attn_pool.", "ln_post.", "proj")) and n != "attn_pool.pos_embed"}
+    ids = make_prompt([5], "a.png", [6, 7])
+    out = model(paddle.to_tensor([ids]), images=paddle.to_tensor(tiny_pixels[:1]), labels=paddle.to_tensor([ids]), use_cache=False, return_dict=True)
+    out.loss.backward()
+    grads = {n: p.grad for n, p in model.transformer.visual.named_parameters()}
+    assert all(grads[n] is not None for n in trainable)
+    assert all(grads[n] is None for n in grads if n not in trainable)
+    assert model.transformer.h[0].mlp.w1.weight.grad is not None
+    assert freeze_vision(model, train_resampler=False) == []
+    assert all(p.stop_gradient for p in model.transformer.visual.parameters())
+
+
+# ---- save / load ----
+
+
+@pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "pdparams"])
+def test_save_and_load_round_trip(tmp_path, tiny_model, tiny_pixels, make_prompt, safe):
+    ids = [make_prompt([5, 6], "a.png", [7, 8, 9])]
+    want = logits_of(tiny_model, ids, tiny_pixels[:1])
+    tiny_model.save_pretrained(str(tmp_path), safe_serialization=safe)
+    assert os.path.isfile(tmp_path / ("model.safetensors" if safe else "model_state.pdparams"))
+    loaded = QWenVLForCausalLM.from_pretrained(str(tmp_path))
+    loaded.eval()
+    assert loaded.config.visual == tiny_model.config.visual
+    np.testing.assert_array_equal(logits_of(loaded, ids, tiny_pixels[:1]), want)
+
+    in_bf16 = QWenVLForCausalLM.from_pretrained(str(tmp_path), dtype="bfloat16")
+    assert {p.dtype for p in in_bf16.parameters()} == {paddle.bfloat16}
+    original = tiny_model.lm_head.weight
+    np.testing.assert_array_equal(in_bf16.lm_head.weight.numpy(), original.astype("bfloat16").numpy())
+
+
+def test_loading_a_checkpoint_that_does_not_fit_fails(tmp_path, tiny_model):
+    tiny_model.save_pretrained(str(tmp_path), safe_serialization=True)
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    del tensors["transformer.visual.ln_post.bias"]
+    save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "np"})
+    with pytest.raises(ValueError, match="transformer.visual.ln_post.bias"):
+        QWenVLForCausalLM.from_pretrained(str(tmp_path))
