@@ -21,6 +21,7 @@ _EXPORTS = {
     "ConversionError": "convert",
     "QWenVLTokenizer": "tokenizer",
 }
+# ``chat`` lives in ``paddlemix.models.qwen_vl.chat`` (same name as its module, so not re-exported).
 
 __all__ = sorted(_EXPORTS)
 
