@@ -1,0 +1,81 @@
+"""Generation throughput of Qwen-VL with and without the KV cache, at batch 1 and batch 8.
+
+    python benchmarks/bench_generation.py [--preset tiny] [--new-tokens 32] [--prompt-tokens 40]
+
+Prints new tokens per second for each setting and the ratios (cache speed-up, batching gain).
+Random weights: the numbers measure the machinery (cache, padding, image encoding), not quality.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def build_prompts(config, batch, prompt_tokens, rng):
+    """Chat-like prompts, each with one image slot, of slightly different lengths (left padding)."""
+    span = config.image_span
+    prompts = []
+    for i in range(batch):
+        path = list(f"images/sample_{i}.png".encode())
+        image = [config.img_start_id] + path + [config.img_pad_id] * (span - len(path)) + [config.img_end_id]
+        text = rng.integers(100, 150000, prompt_tokens + i % 4).tolist()
+        prompts.append([151644] + image + text + [151645, 198, 151644, 77091, 198])
+    return prompts
+
+
+def timed_generation(model, prompts, pixels, new_tokens, use_cache):
+    from paddlemix.models.qwen_vl.modeling import generate_batch
+
+    start = time.perf_counter()
+    outputs = generate_batch(model, None, prompts, pixels, max_new_tokens=new_tokens, use_cache=use_cache)
+    elapsed = time.perf_counter() - start
+    return sum(len(o) for o in outputs), elapsed
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--prompt-tokens", type=int, default=40)
+    parser.add_argument("--batch-sizes", type=int, nargs=2, default=[1, 8])
+    args = parser.parse_args(argv)
+
+    import paddle
+
+    from paddlemix.models.qwen_vl.configuration import get_preset
+    from paddlemix.models.qwen_vl.modeling import QWenVLForCausalLM
+
+    paddle.seed(0)
+    config = get_preset(args.preset)
+    model = QWenVLForCausalLM(config)
+    model.eval()
+    rng = np.random.default_rng(0)
+    size = config.visual["image_size"]
+    print(f"preset {args.preset}: hidden {config.hidden_size}, {config.num_hidden_layers} layers, vocab "
+          f"{config.vocab_size}, image span {config.image_span}; {args.new_tokens} new tokens, "
+          f"prompt ~{config.image_span + args.prompt_tokens + 6} tokens; paddle threads {paddle.get_flags('FLAGS_paddle_num_threads')}")
+
+    rates = {}
+    warm = build_prompts(config, 1, args.prompt_tokens, rng)
+    timed_generation(model, warm, rng.standard_normal([1, 3, size, size]).astype(np.float32), 2, True)
+    for batch in args.batch_sizes:
+        prompts = build_prompts(config, batch, args.prompt_tokens, rng)
+        pixels = rng.standard_normal([batch, 3, size, size]).astype(np.float32)
+        for use_cache in (True, False):
+            tokens, seconds = timed_generation(model, prompts, pixels, args.new_tokens, use_cache)
+            rates[batch, use_cache] = tokens / seconds
+            print(f"batch {batch:2d}  kv-cache {'on ' if use_cache else 'off'}  {tokens:4d} tokens in {seconds:6.2f} s"
+                  f"  -> {rates[batch, use_cache]:8.1f} tokens/s")
+    small, large = args.batch_sizes
+    for batch in args.batch_sizes:
+        print(f"KV-cache speed-up at batch {batch}: {rates[batch, True] / rates[batch, False]:.2f}x")
+    print(f"batch {large} vs batch {small} throughput (cache on): {rates[large, True] / rates[small, True]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
