@@ -140,7 +140,6 @@ class QWenVLModel(QWenVLPretrainedModel, QWenModel):
         output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
-        **kwargs,
     ):
         if inputs_embeds is None:
             if input_ids is None:
@@ -217,11 +216,12 @@ class QWenVLForCausalLM(QWenVLPretrainedModel):
         output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
-        **kwargs,
     ):
         """With ``labels``: ``loss`` and, only if ``return_logits=True``, logits [B, S, V]. Without:
         logits [B, S, V], or [B, 1, V] for the last position if ``last_logits_only`` (generation)."""
         return_dict = return_dict if return_dict is not None else self.config.use_return_dict
+        if use_cache is None and labels is not None:
+            use_cache = False  # training never reads the cache; do not hold on to it
         outputs = self.transformer(
             input_ids=input_ids,
             images=images,
