@@ -56,9 +56,12 @@ def main(argv=None):
     model.eval()
     rng = np.random.default_rng(0)
     size = config.visual["image_size"]
-    print(f"preset {args.preset}: hidden {config.hidden_size}, {config.num_hidden_layers} layers, vocab "
-          f"{config.vocab_size}, image span {config.image_span}; {args.new_tokens} new tokens, "
-          f"prompt ~{config.image_span + args.prompt_tokens + 6} tokens; paddle threads {paddle.get_flags('FLAGS_paddle_num_threads')}")
+    print(
+        f"preset {args.preset}: hidden {config.hidden_size}, {config.num_hidden_layers} layers, vocab "
+        f"{config.vocab_size}, image span {config.image_span}; {args.new_tokens} new tokens, "
+        f"prompt ~{config.image_span + args.prompt_tokens + 6} tokens; "
+        f"paddle threads {paddle.get_flags('FLAGS_paddle_num_threads')['FLAGS_paddle_num_threads']}"
+    )
 
     rates = {}
     warm = build_prompts(config, 1, args.prompt_tokens, rng)
@@ -69,8 +72,10 @@ def main(argv=None):
         for use_cache in (True, False):
             tokens, seconds = timed_generation(model, prompts, pixels, args.new_tokens, use_cache)
             rates[batch, use_cache] = tokens / seconds
-            print(f"batch {batch:2d}  kv-cache {'on ' if use_cache else 'off'}  {tokens:4d} tokens in {seconds:6.2f} s"
-                  f"  -> {rates[batch, use_cache]:8.1f} tokens/s")
+            print(
+                f"batch {batch:2d}  kv-cache {'on ' if use_cache else 'off'}  {tokens:4d} tokens in {seconds:6.2f} s"
+                f"  -> {rates[batch, use_cache]:8.1f} tokens/s"
+            )
     small, large = args.batch_sizes
     for batch in args.batch_sizes:
         print(f"KV-cache speed-up at batch {batch}: {rates[batch, True] / rates[batch, False]:.2f}x")

@@ -92,7 +92,9 @@ class QWenVLImageProcessor:
 
     def preprocess(self, images: Union[ImageInput, Sequence[ImageInput]]) -> np.ndarray:
         """One image or a list of images -> float32 [N, 3, S, S]."""
-        if isinstance(images, (str, os.PathLike, Image.Image)) or (isinstance(images, np.ndarray) and images.dtype != object):
+        if isinstance(images, (str, os.PathLike, Image.Image)) or (
+            isinstance(images, np.ndarray) and images.dtype != object
+        ):
             images = [images]
         batch: List[np.ndarray] = [self.transform(image) for image in images]
         if not batch:

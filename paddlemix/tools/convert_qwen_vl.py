@@ -1,6 +1,6 @@
 """Convert a Hugging Face Qwen-VL / Qwen-VL-Chat checkpoint for ``QWenVLForCausalLM.from_pretrained``.
 
-    python -m paddlemix.tools.convert_qwen_vl --src /path/to/Qwen-VL-Chat --dst checkpoints/qwen-vl-chat --dtype bfloat16
+python -m paddlemix.tools.convert_qwen_vl --src /path/to/Qwen-VL-Chat --dst checkpoints/qwen-vl-chat --dtype bfloat16
 """
 
 import argparse
@@ -11,8 +11,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", required=True, help="Hugging Face checkpoint directory (config.json + weights)")
     parser.add_argument("--dst", required=True, help="output directory")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                        help="dtype of the written weights (bfloat16 for GPU training; CPU needs float32)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="dtype of the written weights (bfloat16 for GPU training; CPU needs float32)",
+    )
     args = parser.parse_args(argv)
 
     from paddlemix.models.qwen_vl.convert import ConversionError, convert_checkpoint

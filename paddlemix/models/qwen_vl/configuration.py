@@ -59,7 +59,9 @@ class QWenVLConfig(QWenConfig):
         )
         unknown = set(visual or {}) - set(DEFAULT_VISUAL)
         if unknown:
-            raise ValueError(f"unknown keys in QWenVLConfig.visual: {sorted(unknown)}; expected {sorted(DEFAULT_VISUAL)}")
+            raise ValueError(
+                f"unknown keys in QWenVLConfig.visual: {sorted(unknown)}; expected {sorted(DEFAULT_VISUAL)}"
+            )
         self.visual = {**DEFAULT_VISUAL, **(visual or {})}
         self._check()
 
@@ -71,7 +73,9 @@ class QWenVLConfig(QWenConfig):
             )
         v = self.visual
         if v["output_dim"] != self.hidden_size:
-            raise ValueError(f"visual.output_dim ({v['output_dim']}) must equal the LLM hidden_size ({self.hidden_size})")
+            raise ValueError(
+                f"visual.output_dim ({v['output_dim']}) must equal the LLM hidden_size ({self.hidden_size})"
+            )
         if v["width"] % v["heads"]:
             raise ValueError(f"visual.width ({v['width']}) must be divisible by visual.heads ({v['heads']})")
         if v["output_dim"] % self.resampler_heads:
@@ -83,7 +87,9 @@ class QWenVLConfig(QWenConfig):
             if math.isqrt(v[key]) ** 2 != v[key]:
                 raise ValueError(f"visual.{key} ({v[key]}) must be a square number (a square grid)")
         if v["image_size"] % v["patch_size"]:
-            raise ValueError(f"visual.image_size ({v['image_size']}) must be a multiple of patch_size ({v['patch_size']})")
+            raise ValueError(
+                f"visual.image_size ({v['image_size']}) must be a multiple of patch_size ({v['patch_size']})"
+            )
 
     # Ids an image occupies in text, and the special ids around it.
     @property

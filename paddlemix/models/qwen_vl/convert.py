@@ -145,9 +145,7 @@ def _weight_files(src: str) -> Tuple[List[str], Optional[Dict[str, str]]]:
             return files, weight_map
         if os.path.isfile(os.path.join(src, single)):
             return [single], None
-    raise ConversionError(
-        f"{src}: no model.safetensors(.index.json) or pytorch_model.bin(.index.json) found"
-    )
+    raise ConversionError(f"{src}: no model.safetensors(.index.json) or pytorch_model.bin(.index.json) found")
 
 
 def _import_torch():
@@ -288,7 +286,9 @@ def convert_checkpoint(
                 continue
             array = array.T if action == "transpose" else array
             if tuple(array.shape) != expected[name]:
-                raise ConversionError(f"{fn}: {name} has shape {list(array.shape)} after conversion, expected {list(expected[name])}")
+                raise ConversionError(
+                    f"{fn}: {name} has shape {list(array.shape)} after conversion, expected {list(expected[name])}"
+                )
             shard[name] = _cast(array, dtype)
         if k == len(files) and POS_EMBED not in source:
             from .vision import sincos_pos_embed_2d

@@ -95,7 +95,9 @@ class QWenVLPretrainedModel(QWenPretrainedModel):
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @classmethod
-    def _load_pretrained_model(cls, model, state_dict, loaded_keys, resolved_archive_file, pretrained_model_name_or_path, **kwargs):
+    def _load_pretrained_model(
+        cls, model, state_dict, loaded_keys, resolved_archive_file, pretrained_model_name_or_path, **kwargs
+    ):
         model, missing, unexpected, mismatched = super()._load_pretrained_model(
             model, state_dict, loaded_keys, resolved_archive_file, pretrained_model_name_or_path, **kwargs
         )

@@ -84,7 +84,9 @@ class VisionBlock(nn.Layer):
         self.attn = VisionAttention(width, heads)
         self.ln_2 = nn.LayerNorm(width, epsilon=LN_EPS)
         hidden = int(width * mlp_ratio)  # 1664 * 4.9231 -> 8192
-        self.mlp = nn.Sequential(("c_fc", nn.Linear(width, hidden)), ("gelu", nn.GELU()), ("c_proj", nn.Linear(hidden, width)))
+        self.mlp = nn.Sequential(
+            ("c_fc", nn.Linear(width, hidden)), ("gelu", nn.GELU()), ("c_proj", nn.Linear(hidden, width))
+        )
 
     def forward(self, x):  # [N, L, C] -> [N, L, C]
         x = x + self.attn(self.ln_1(x))

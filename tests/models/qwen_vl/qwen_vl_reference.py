@@ -102,10 +102,16 @@ def vision_block(sd, prefix, x, heads):
     n, length, width = x.shape
     d = width // heads
     h = layer_norm(x, sd[prefix + "ln_1.weight"], sd[prefix + "ln_1.bias"])
-    qkv = linear(h, sd[prefix + "attn.in_proj.weight"], sd[prefix + "attn.in_proj.bias"]).reshape(n, length, heads, 3 * d)
+    qkv = linear(h, sd[prefix + "attn.in_proj.weight"], sd[prefix + "attn.in_proj.bias"]).reshape(
+        n, length, heads, 3 * d
+    )
     q, k, v = (qkv[..., i * d : (i + 1) * d].transpose(0, 2, 1, 3) for i in range(3))  # [N, h, L, d]
     att = softmax(q @ k.transpose(0, 1, 3, 2) / math.sqrt(d)) @ v
-    x = x + linear(att.transpose(0, 2, 1, 3).reshape(n, length, width), sd[prefix + "attn.out_proj.weight"], sd[prefix + "attn.out_proj.bias"])
+    x = x + linear(
+        att.transpose(0, 2, 1, 3).reshape(n, length, width),
+        sd[prefix + "attn.out_proj.weight"],
+        sd[prefix + "attn.out_proj.bias"],
+    )
     h = layer_norm(x, sd[prefix + "ln_2.weight"], sd[prefix + "ln_2.bias"])
     h = gelu(linear(h, sd[prefix + "mlp.c_fc.weight"], sd[prefix + "mlp.c_fc.bias"]))
     return x + linear(h, sd[prefix + "mlp.c_proj.weight"], sd[prefix + "mlp.c_proj.bias"])

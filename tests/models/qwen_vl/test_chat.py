@@ -32,7 +32,9 @@ def test_two_turns(tiny_model, tiny_config, tokenizer, tmp_path, monkeypatch):
     expected = generate_batch(tiny_model, tokenizer, [ids], processor.to_tensor("ct.png"), max_new_tokens=6)[0]
     assert response == tokenizer.decode(expected, skip_special_tokens=True)
 
-    second, history = chat(tiny_model, tokenizer, processor, None, "And the spleen?", history=history, max_new_tokens=4)
+    second, history = chat(
+        tiny_model, tokenizer, processor, None, "And the spleen?", history=history, max_new_tokens=4
+    )
     assert [q for q, _ in history] == ["Picture 1: <img>ct.png</img>\nWhere is the liver?", "And the spleen?"]
     assert history[1][1] == second
 

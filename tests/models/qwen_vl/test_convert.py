@@ -121,57 +121,65 @@ def hf_tiny_state(config, rng):
     sd = {"transformer.wte.weight": rng.standard_normal([v, h]), "transformer.ln_f.weight": norm(h)}
     for i in range(config.num_hidden_layers):
         pre = f"transformer.h.{i}."
-        sd.update({
-            pre + "ln_1.weight": norm(h),
-            pre + "attn.c_attn.weight": weight(3 * h, h),
-            pre + "attn.c_attn.bias": bias(3 * h),
-            pre + "attn.c_proj.weight": weight(h, h),
-            pre + "ln_2.weight": norm(h),
-            pre + "mlp.w1.weight": weight(ff, h),
-            pre + "mlp.w2.weight": weight(ff, h),
-            pre + "mlp.c_proj.weight": weight(h, ff),
-        })
+        sd.update(
+            {
+                pre + "ln_1.weight": norm(h),
+                pre + "attn.c_attn.weight": weight(3 * h, h),
+                pre + "attn.c_attn.bias": bias(3 * h),
+                pre + "attn.c_proj.weight": weight(h, h),
+                pre + "ln_2.weight": norm(h),
+                pre + "mlp.w1.weight": weight(ff, h),
+                pre + "mlp.w2.weight": weight(ff, h),
+                pre + "mlp.c_proj.weight": weight(h, ff),
+            }
+        )
     sd["lm_head.weight"] = weight(v, h)
     vp = "transformer.visual."
-    sd.update({
-        vp + "conv1.weight": rng.standard_normal([width, 3, p, p]) / math.sqrt(3 * p * p),
-        vp + "positional_embedding": 0.5 * rng.standard_normal([vis["pos_embed_size"], width]),
-        vp + "ln_pre.weight": norm(width),
-        vp + "ln_pre.bias": bias(width),
-        vp + "ln_post.weight": norm(e),
-        vp + "ln_post.bias": bias(e),
-        vp + "proj": weight(e, e),
-    })
+    sd.update(
+        {
+            vp + "conv1.weight": rng.standard_normal([width, 3, p, p]) / math.sqrt(3 * p * p),
+            vp + "positional_embedding": 0.5 * rng.standard_normal([vis["pos_embed_size"], width]),
+            vp + "ln_pre.weight": norm(width),
+            vp + "ln_pre.bias": bias(width),
+            vp + "ln_post.weight": norm(e),
+            vp + "ln_post.bias": bias(e),
+            vp + "proj": weight(e, e),
+        }
+    )
     for i in range(vis["layers"]):
         pre = f"{vp}transformer.resblocks.{i}."
-        sd.update({
-            pre + "ln_1.weight": norm(width),
-            pre + "ln_1.bias": bias(width),
-            pre + "attn.in_proj.weight": weight(3 * width, width),
-            pre + "attn.in_proj.bias": bias(3 * width),
-            pre + "attn.out_proj.weight": weight(width, width),
-            pre + "attn.out_proj.bias": bias(width),
-            pre + "ln_2.weight": norm(width),
-            pre + "ln_2.bias": bias(width),
-            pre + "mlp.c_fc.weight": weight(mlp, width),
-            pre + "mlp.c_fc.bias": bias(mlp),
-            pre + "mlp.c_proj.weight": weight(width, mlp),
-            pre + "mlp.c_proj.bias": bias(width),
-        })
+        sd.update(
+            {
+                pre + "ln_1.weight": norm(width),
+                pre + "ln_1.bias": bias(width),
+                pre + "attn.in_proj.weight": weight(3 * width, width),
+                pre + "attn.in_proj.bias": bias(3 * width),
+                pre + "attn.out_proj.weight": weight(width, width),
+                pre + "attn.out_proj.bias": bias(width),
+                pre + "ln_2.weight": norm(width),
+                pre + "ln_2.bias": bias(width),
+                pre + "mlp.c_fc.weight": weight(mlp, width),
+                pre + "mlp.c_fc.bias": bias(mlp),
+                pre + "mlp.c_proj.weight": weight(width, mlp),
+                pre + "mlp.c_proj.bias": bias(width),
+            }
+        )
     ap = vp + "attn_pool."
-    sd.update({
-        ap + "query": 0.5 * rng.standard_normal([q, e]),
-        ap + "pos_embed": sincos_2d(e, math.isqrt(q)),
-        ap + "kv_proj.weight": weight(e, width),
-        ap + "attn.in_proj_weight": weight(3 * e, e),
-        ap + "attn.in_proj_bias": bias(3 * e),
-        ap + "attn.out_proj.weight": weight(e, e),
-        ap + "attn.out_proj.bias": bias(e),
-        ap + "ln_q.weight": norm(e),
-        ap + "ln_q.bias": bias(e),
-        ap + "ln_kv.weight": norm(e),
-        ap + "ln_kv.bias": bias(e),
-    })
+    sd.update(
+        {
+            ap + "query": 0.5 * rng.standard_normal([q, e]),
+            ap + "pos_embed": sincos_2d(e, math.isqrt(q)),
+            ap + "kv_proj.weight": weight(e, width),
+            ap + "attn.in_proj_weight": weight(3 * e, e),
+            ap + "attn.in_proj_bias": bias(3 * e),
+            ap + "attn.out_proj.weight": weight(e, e),
+            ap + "attn.out_proj.bias": bias(e),
+            ap + "ln_q.weight": norm(e),
+            ap + "ln_q.bias": bias(e),
+            ap + "ln_kv.weight": norm(e),
+            ap + "ln_kv.bias": bias(e),
+        }
+    )
     return {k: np.asarray(t, dtype=np.float32) for k, t in sd.items()}
 
 
@@ -221,14 +229,22 @@ def write_hf_checkpoint(directory, config, state, bf16=False):
     """Two safetensors shards (LLM / vision + head) with model.safetensors.index.json."""
     os.makedirs(directory, exist_ok=True)
     shards = {
-        "model-00001-of-00002.safetensors": {k: t for k, t in state.items() if k.startswith("transformer.h.") or k.startswith("transformer.wte")},
+        "model-00001-of-00002.safetensors": {
+            k: t for k, t in state.items() if k.startswith("transformer.h.") or k.startswith("transformer.wte")
+        },
     }
-    shards["model-00002-of-00002.safetensors"] = {k: t for k, t in state.items() if k not in shards["model-00001-of-00002.safetensors"]}
+    shards["model-00002-of-00002.safetensors"] = {
+        k: t for k, t in state.items() if k not in shards["model-00001-of-00002.safetensors"]
+    }
     for fn, tensors in shards.items():
         if bf16:
             from safetensors.paddle import save_file
 
-            save_file({k: paddle.to_tensor(t).astype("bfloat16") for k, t in tensors.items()}, os.path.join(directory, fn), metadata={"format": "pt"})
+            save_file(
+                {k: paddle.to_tensor(t).astype("bfloat16") for k, t in tensors.items()},
+                os.path.join(directory, fn),
+                metadata={"format": "pt"},
+            )
         else:
             from safetensors.numpy import save_file
 
@@ -286,18 +302,25 @@ def test_whole_model_matches_numpy(converted, tiny_config, make_prompt):
     pixels = np.random.default_rng(2).standard_normal([1, 3, size, size])
     ids = make_prompt([IMG_START - 13, 300, 4000], "scan.png", [17, 52, 9999, 151645])
     want_logits, want_states = qwen_vl_logits(
-        state, ids, pixels,
+        state,
+        ids,
+        pixels,
         heads=tiny_config.num_attention_heads,
         vision_heads=tiny_config.visual["heads"],
         resampler_heads=tiny_config.resampler_heads,
         img_start_id=IMG_START,
     )
     out = model(
-        paddle.to_tensor([ids]), images=paddle.to_tensor(pixels, dtype="float32"),
-        output_hidden_states=True, return_dict=True, use_cache=False,
+        paddle.to_tensor([ids]),
+        images=paddle.to_tensor(pixels, dtype="float32"),
+        output_hidden_states=True,
+        return_dict=True,
+        use_cache=False,
     )
     for layer, want in enumerate(want_states[:-1]):  # inputs of every decoder block
-        np.testing.assert_allclose(out.hidden_states[layer][0].numpy(), want, rtol=1e-4, atol=2e-4, err_msg=f"block {layer}")
+        np.testing.assert_allclose(
+            out.hidden_states[layer][0].numpy(), want, rtol=1e-4, atol=2e-4, err_msg=f"block {layer}"
+        )
     scale = np.abs(want_logits).max()
     np.testing.assert_allclose(out.logits[0].numpy(), want_logits, rtol=1e-4, atol=1e-4 * scale)
 
@@ -324,8 +347,14 @@ def test_bfloat16_source_and_output(tmp_path, tiny_config):
     "change, message",
     [
         (lambda sd: sd.pop("transformer.h.1.mlp.w2.weight"), "transformer.h.1.mlp.w2.weight"),
-        (lambda sd: sd.update({"transformer.visual.extra_head.weight": np.zeros([2, 2], np.float32)}), "transformer.visual.extra_head.weight"),
-        (lambda sd: sd.update({"transformer.h.0.attn.c_attn.weight": np.zeros([128, 384], np.float32)}), "transformer.h.0.attn.c_attn.weight"),
+        (
+            lambda sd: sd.update({"transformer.visual.extra_head.weight": np.zeros([2, 2], np.float32)}),
+            "transformer.visual.extra_head.weight",
+        ),
+        (
+            lambda sd: sd.update({"transformer.h.0.attn.c_attn.weight": np.zeros([128, 384], np.float32)}),
+            "transformer.h.0.attn.c_attn.weight",
+        ),
     ],
     ids=["missing", "extra", "transposed"],
 )

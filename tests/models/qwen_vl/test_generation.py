@@ -51,7 +51,9 @@ def test_cached_decoding_step_matches_a_full_forward(tiny_model, tiny_pixels, pr
     mask = paddle.to_tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
     past = None
     for step in range(3):
-        inputs = tiny_model.prepare_inputs_for_generation(ids, past_key_values=past, attention_mask=mask, images=pixels, use_cache=True)
+        inputs = tiny_model.prepare_inputs_for_generation(
+            ids, past_key_values=past, attention_mask=mask, images=pixels, use_cache=True
+        )
         assert (inputs["images"] is None) == (step > 0)
         out = tiny_model(**inputs, return_dict=True)
         full = tiny_model(ids, images=pixels, attention_mask=mask, use_cache=False, return_dict=True).logits[:, -1]
@@ -84,7 +86,9 @@ def test_perturbing_one_image_changes_only_its_sample(tiny_model, tiny_pixels, p
 
 def test_images_are_encoded_once_with_the_cache(tiny_model, tiny_pixels, prompts):
     calls = []
-    hook = tiny_model.transformer.visual.register_forward_post_hook(lambda layer, inputs, out: calls.append(out.shape[0]))
+    hook = tiny_model.transformer.visual.register_forward_post_hook(
+        lambda layer, inputs, out: calls.append(out.shape[0])
+    )
     try:
         generate_batch(tiny_model, None, prompts, tiny_pixels[:2], max_new_tokens=MAX_NEW)
         assert calls == [2]
@@ -98,12 +102,25 @@ def test_images_are_encoded_once_with_the_cache(tiny_model, tiny_pixels, prompts
 def test_sampling(tiny_model, tiny_pixels, prompts):
     pixels = tiny_pixels[:2]
     greedy = generate_batch(tiny_model, None, prompts, pixels, max_new_tokens=MAX_NEW)
-    top1 = generate_batch(tiny_model, None, prompts, pixels, max_new_tokens=MAX_NEW, decode_strategy="sampling", top_k=1)
+    top1 = generate_batch(
+        tiny_model, None, prompts, pixels, max_new_tokens=MAX_NEW, decode_strategy="sampling", top_k=1
+    )
     assert top1 == greedy
     runs = []
     for _ in range(2):
         paddle.seed(5)
-        runs.append(generate_batch(tiny_model, None, prompts, pixels, max_new_tokens=MAX_NEW, decode_strategy="sampling", top_p=0.9, temperature=1.5))
+        runs.append(
+            generate_batch(
+                tiny_model,
+                None,
+                prompts,
+                pixels,
+                max_new_tokens=MAX_NEW,
+                decode_strategy="sampling",
+                top_p=0.9,
+                temperature=1.5,
+            )
+        )
     assert runs[0] == runs[1]
     assert all(len(r) == MAX_NEW for r in runs[0])
 

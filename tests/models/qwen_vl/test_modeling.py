@@ -52,10 +52,12 @@ def test_presets():
 
 def test_image_span_positions(tiny_config):
     span = 3
-    ids = np.array([
-        [1, IMG_START, 7, 7, 7, IMG_END, 2, IMG_START, 8, 8, 8, IMG_END],
-        [IMG_START, 9, 9, 9, IMG_END, 0, 0, 0, 0, 0, 0, 0],
-    ])
+    ids = np.array(
+        [
+            [1, IMG_START, 7, 7, 7, IMG_END, 2, IMG_START, 8, 8, 8, IMG_END],
+            [IMG_START, 9, 9, 9, IMG_END, 0, 0, 0, 0, 0, 0, 0],
+        ]
+    )
     got = image_span_positions(ids, IMG_START, IMG_END, span)
     np.testing.assert_array_equal(got, [[2, 3, 4], [8, 9, 10], [13, 14, 15]])
     with pytest.raises(ValueError, match="holds 2 ids"):
@@ -67,9 +69,14 @@ def test_image_span_positions(tiny_config):
 
 
 def test_features_land_exactly_in_the_slots(tiny_model, tiny_pixels, make_prompt):
-    ids = [make_prompt([5, 6], "a.png", [7]) + make_prompt([], "b.png", [8, 9]), make_prompt([1] * 30, "c.png", [2] * 41)]
+    ids = [
+        make_prompt([5, 6], "a.png", [7]) + make_prompt([], "b.png", [8, 9]),
+        make_prompt([1] * 30, "c.png", [2] * 41),
+    ]
     pixels = paddle.to_tensor(tiny_pixels)
-    out = tiny_model(paddle.to_tensor(ids), images=pixels, output_hidden_states=True, return_dict=True, use_cache=False)
+    out = tiny_model(
+        paddle.to_tensor(ids), images=pixels, output_hidden_states=True, return_dict=True, use_cache=False
+    )
     embeds = out.hidden_states[0].numpy()  # the decoder's input
     features = tiny_model.transformer.visual(pixels).numpy()
     table = tiny_model.transformer.wte.weight.numpy()
@@ -115,7 +122,13 @@ def test_loss_uses_labelled_positions_only(tiny_model, tiny_pixels, make_prompt)
     seen = []
     hook = tiny_model.lm_head.register_forward_pre_hook(lambda layer, inputs: seen.append(inputs[0].shape))
     try:
-        out = tiny_model(paddle.to_tensor(ids), images=paddle.to_tensor(tiny_pixels[:2]), labels=paddle.to_tensor(labels), use_cache=False, return_dict=True)
+        out = tiny_model(
+            paddle.to_tensor(ids),
+            images=paddle.to_tensor(tiny_pixels[:2]),
+            labels=paddle.to_tensor(labels),
+            use_cache=False,
+            return_dict=True,
+        )
     finally:
         hook.remove()
     assert seen == [[6, tiny_model.config.hidden_size]]  # 4 + 2 labelled positions, nothing else
@@ -129,17 +142,26 @@ def test_loss_uses_labelled_positions_only(tiny_model, tiny_pixels, make_prompt)
     want = -np.mean(log_probs[np.arange(len(rows)), labels[rows, cols + 1]])
     assert float(out.loss) == pytest.approx(want, rel=1e-5)
 
-    both = tiny_model(paddle.to_tensor(ids), images=paddle.to_tensor(tiny_pixels[:2]), labels=paddle.to_tensor(labels), return_logits=True, use_cache=False, return_dict=True)
+    both = tiny_model(
+        paddle.to_tensor(ids),
+        images=paddle.to_tensor(tiny_pixels[:2]),
+        labels=paddle.to_tensor(labels),
+        return_logits=True,
+        use_cache=False,
+        return_dict=True,
+    )
     np.testing.assert_allclose(both.logits.numpy(), full, rtol=1e-5, atol=1e-5)
 
 
 def test_loss_without_labelled_positions_is_zero(tiny_model):
-    out = tiny_model(paddle.to_tensor([[5, 6, 7]]), labels=paddle.to_tensor([[5, -100, -100]]), use_cache=False, return_dict=True)
+    out = tiny_model(
+        paddle.to_tensor([[5, 6, 7]]), labels=paddle.to_tensor([[5, -100, -100]]), use_cache=False, return_dict=True
+    )
     assert float(out.loss) == 0.0
 
 
 def test_tuple_output_for_the_trainer(tiny_model):
-    loss, = tiny_model(paddle.to_tensor([[5, 6, 7]]), labels=paddle.to_tensor([[5, 6, 7]]), use_cache=False)
+    (loss,) = tiny_model(paddle.to_tensor([[5, 6, 7]]), labels=paddle.to_tensor([[5, 6, 7]]), use_cache=False)
     assert loss.shape == []
 
 
@@ -166,7 +188,7 @@ def test_left_padding_and_per_image_isolation(tiny_model, tiny_pixels, make_prom
         logits_of(tiny_model, [prompts[2]]),
     ]
     for row, single in enumerate(alone):
-        np.testing.assert_allclose(batch[row, width - len(prompts[row]):], single[0], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(batch[row, width - len(prompts[row]) :], single[0], rtol=1e-4, atol=1e-4)
 
     perturbed = pixels.copy()
     perturbed[1] += 0.5 * np.random.default_rng(0).standard_normal(perturbed[1].shape).astype(np.float32)
@@ -183,10 +205,19 @@ def test_freeze_vision(tiny_config, tiny_pixels, make_prompt):
     paddle.seed(0)
     model = QWenVLForCausalLM(get_preset("tiny", num_hidden_layers=1))
     trainable = freeze_vision(model)
-    assert set(trainable) == {n for n, _ in model.transformer.visual.named_parameters()
-                              if n.startswith(("attn_pool.", "ln_post.", "proj")) and n != "attn_pool.pos_embed"}
+    assert set(trainable) == {
+        n
+        for n, _ in model.transformer.visual.named_parameters()
+        if n.startswith(("attn_pool.", "ln_post.", "proj")) and n != "attn_pool.pos_embed"
+    }
     ids = make_prompt([5], "a.png", [6, 7])
-    out = model(paddle.to_tensor([ids]), images=paddle.to_tensor(tiny_pixels[:1]), labels=paddle.to_tensor([ids]), use_cache=False, return_dict=True)
+    out = model(
+        paddle.to_tensor([ids]),
+        images=paddle.to_tensor(tiny_pixels[:1]),
+        labels=paddle.to_tensor([ids]),
+        use_cache=False,
+        return_dict=True,
+    )
     out.loss.backward()
     grads = {n: p.grad for n, p in model.transformer.visual.named_parameters()}
     assert all(grads[n] is not None for n in trainable)

@@ -48,7 +48,9 @@ def test_resampler_and_tower_match_numpy(tiny_model, tiny_config, tiny_pixels):
     got = visual.attn_pool(paddle.to_tensor(x, dtype="float32")).numpy()
     np.testing.assert_allclose(got, resampler(state, x, tiny_config.resampler_heads), rtol=1e-4, atol=1e-4)
 
-    want = vision_tower(state, tiny_pixels[:2].astype(np.float64), tiny_config.visual["heads"], tiny_config.resampler_heads)
+    want = vision_tower(
+        state, tiny_pixels[:2].astype(np.float64), tiny_config.visual["heads"], tiny_config.resampler_heads
+    )
     got = visual(paddle.to_tensor(tiny_pixels[:2])).numpy()
     assert got.shape == (2, tiny_config.image_span, tiny_config.hidden_size)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
