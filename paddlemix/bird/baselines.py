@@ -1,0 +1,85 @@
+"""Image-blind baselines that say what "learned" means on a test set.
+
+* VG — the class-mean box: answer every grounding question with the mean of all training boxes
+  of the asked class (the overall mean box for a class never seen in training).
+* RO — the majority class: answer every referring question with the most frequent training name.
+
+They write ordinary prediction JSONL, so the same evaluator scores them as it scores a model.
+"""
+
+from collections import Counter, defaultdict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ..processors.chat_template import split_image_prefix
+from .boxes import format_ref_boxes, parse_boxes
+from .tasks import RO, VG
+
+Box = Tuple[float, float, float, float]
+
+
+def _turns(records: Sequence[dict], task: str):
+    for rec in records:
+        if rec.get("task") == task:
+            for question, answer in rec["conversations"]:
+                yield rec, question, answer
+
+
+def _asked_label(answer: str) -> Optional[str]:
+    parsed = parse_boxes(answer)
+    return parsed.refs[0] if parsed.refs and parsed.refs[0] else None
+
+
+def class_mean_boxes(train_records: Sequence[dict]) -> Tuple[Dict[str, Box], Box]:
+    """Mean grid box per class over every training VG box, and the mean over all classes."""
+    per_class: Dict[str, List[Box]] = defaultdict(list)
+    for _, _, answer in _turns(train_records, VG):
+        parsed = parse_boxes(answer)
+        for label, box in zip(parsed.refs, parsed.boxes):
+            if label:
+                per_class[label].append(box)
+    every = [b for boxes in per_class.values() for b in boxes]
+    if not every:
+        raise ValueError("no VG boxes in the training records: cannot build the class-mean-box baseline")
+
+    def mean(boxes):
+        return tuple(round(sum(b[i] for b in boxes) / len(boxes)) for i in range(4))
+
+    return {label: mean(boxes) for label, boxes in per_class.items()}, mean(every)
+
+
+def majority_class(train_records: Sequence[dict]) -> str:
+    counts = Counter(answer.strip() for _, _, answer in _turns(train_records, RO))
+    if not counts:
+        raise ValueError("no RO answers in the training records: cannot build the majority baseline")
+    return counts.most_common(1)[0][0]
+
+
+def _prediction(rec: dict, question: str, annotation: str, response: str, task: str) -> dict:
+    return {
+        "id": rec["id"],
+        "image": rec.get("image"),
+        "question": split_image_prefix(question)[1],
+        "annotation": annotation,
+        "response": response,
+        "task": task,
+        "modality": rec.get("modality"),
+        "turn": 0,
+    }
+
+
+def vg_baseline(train_records: Sequence[dict], test_records: Sequence[dict]) -> List[dict]:
+    """Class-mean-box predictions for the first turn of every test VG record."""
+    means, overall = class_mean_boxes(train_records)
+    rows = []
+    for rec in test_records:
+        question, annotation = rec["conversations"][0]
+        label = _asked_label(annotation)
+        box = means.get(label, overall)
+        rows.append(_prediction(rec, question, annotation, format_ref_boxes(label, [box]), VG))
+    return rows
+
+
+def ro_baseline(train_records: Sequence[dict], test_records: Sequence[dict]) -> List[dict]:
+    """Majority-class predictions for the first turn of every test RO record."""
+    name = majority_class(train_records)
+    return [_prediction(rec, *rec["conversations"][0], name, RO) for rec in test_records]
