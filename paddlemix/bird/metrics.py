@@ -593,6 +593,8 @@ def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, 
     from pycocoevalcap.rouge.rouge import Rouge
 
     task = check_task(task)
+    if not records:
+        raise ValueError(f"no {task} records to score")
     n = len(records)
     groups = group_by_modality(records)
     targets = list(groups.items()) + [(None, np.arange(n))]  # None: the pooled (micro) group
@@ -600,12 +602,14 @@ def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, 
     refs, hyps = tokens[:n], tokens[n:]
 
     with MeteorProcess() as meteor:
-        # METEOR aligns in its own process while Python computes the other metrics.
+        # METEOR aligns and pools in its own process while Python computes the other metrics.
         meteor_out: dict = {}
 
         def run_meteor():
             try:
-                meteor_out["stats"] = meteor.statistics(hyps, [[r] for r in refs])
+                stats = meteor.statistics(hyps, [[r] for r in refs])
+                meteor_out["corpus"] = [meteor.evaluate([stats[i] for i in idx])[1] for _, idx in targets]
+                meteor_out["stats"] = stats
             except BaseException as exc:  # re-raised in the calling thread
                 meteor_out["error"] = exc
 
@@ -641,8 +645,8 @@ def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, 
         if "error" in meteor_out:
             raise meteor_out["error"]
         stats = meteor_out["stats"]
-        for name, idx in targets:
-            results[name]["METEOR"] = meteor.evaluate([stats[i] for i in idx])[1]
+        for (name, _), corpus in zip(targets, meteor_out["corpus"]):
+            results[name]["METEOR"] = corpus
 
         spice_rows, spice_reason = _spice_scores({i: [refs[i]] for i in range(n)}, {i: [hyps[i]] for i in range(n)})
         for name, idx in targets:
@@ -657,22 +661,10 @@ def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, 
             "micro": {k: results[None][k] for k in CAPTION_METRICS},
         }
 
-        if bootstrap and groups:
-            cider_by_record = np.zeros(n)
-            for m, idx in groups.items():
-                cider_by_record[idx] = cider_rows[m]
-            bleu_rows = np.asarray([_bleu_stats(b.ctest[0]) for b in bleu_cooked], dtype=np.float64)
-            additive = {
-                f"BLEU-{k + 1}": AdditiveMetric(bleu_rows, lambda sums, count, k=k: bleu_from_sums(sums)[:, k])
-                for k in range(4)
-            }
-            additive["METEOR"] = AdditiveMetric(meteor_pooling_rows(stats), _meteor_finish(meteor))
-            pooling_gap = _pooling_gap(additive, results[None], n)
-            additive["ROUGE-L"] = AdditiveMetric(rouge_rows[:, None], _mean)
-            additive["CIDEr"] = AdditiveMetric(cider_by_record[:, None], _mean, micro_rows=cider_rows[None][:, None])
-            if spice_rows is not None:
-                additive["SPICE"] = AdditiveMetric(spice_rows[:, None], _mean)
-            out["ci95"] = bootstrap_intervals(additive, groups, bootstrap, seed)
+        if bootstrap:
+            out["ci95"], warning = _caption_intervals(
+                groups, bleu_cooked, stats, rouge_rows, cider_rows, spice_rows, results[None], meteor, bootstrap, seed
+            )
 
     out["spice_unavailable_reason"] = spice_reason
     out["definitions"] = dict(CAPTION_DEFINITIONS)
@@ -685,13 +677,35 @@ def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, 
                 "and SPICE average resampled per-record scores (CIDEr's document frequencies fixed)",
             )
         )
-        if groups and pooling_gap:
-            out["bootstrap"]["warning"] = (
-                "pooled statistics do not reproduce the corpus score of "
-                + ", ".join(f"{k} (off by {v:.2e})" for k, v in pooling_gap.items())
-                + "; their intervals are approximate"
-            )
+        if warning:
+            out["bootstrap"]["warning"] = warning
     return out
+
+
+def _caption_intervals(groups, bleu_cooked, meteor_stats, rouge_rows, cider_rows, spice_rows, micro, meteor, reps, seed):
+    """Bootstrap intervals of the caption metrics, and a warning if pooling misses the corpus scores."""
+    n = len(bleu_cooked)
+    cider_by_record = np.zeros(n)
+    for m, idx in groups.items():
+        cider_by_record[idx] = cider_rows[m]
+    bleu_rows = np.asarray([_bleu_stats(b.ctest[0]) for b in bleu_cooked], dtype=np.float64)
+    additive = {
+        f"BLEU-{k + 1}": AdditiveMetric(bleu_rows, lambda sums, count, k=k: bleu_from_sums(sums)[:, k]) for k in range(4)
+    }
+    additive["METEOR"] = AdditiveMetric(meteor_pooling_rows(meteor_stats), _meteor_finish(meteor))
+    additive["ROUGE-L"] = AdditiveMetric(rouge_rows[:, None], _mean)
+    additive["CIDEr"] = AdditiveMetric(cider_by_record[:, None], _mean, micro_rows=cider_rows[None][:, None])
+    if spice_rows is not None:
+        additive["SPICE"] = AdditiveMetric(spice_rows[:, None], _mean)
+    gaps = _pooling_gap(additive, micro, n)
+    warning = None
+    if gaps:
+        warning = (
+            "pooled statistics do not reproduce the corpus score of "
+            + ", ".join(f"{k} (off by {v:.2e})" for k, v in gaps.items())
+            + "; their intervals are approximate"
+        )
+    return bootstrap_intervals(additive, groups, reps, seed), warning
 
 
 def _pooling_gap(additive: Dict[str, AdditiveMetric], corpus: dict, n: int) -> Dict[str, float]:
