@@ -329,11 +329,11 @@ def generate_batch(
     """
     if not prompts_input_ids:
         return []
-    cfg = model.config
-    pad_id = tokenizer.eod_id if tokenizer is not None else cfg.pad_token_id
-    stop_ids = cfg.eos_token_id if isinstance(cfg.eos_token_id, list) else [cfg.eos_token_id]
     if tokenizer is not None:
-        stop_ids = [tokenizer.im_end_id, tokenizer.eod_id]
+        pad_id, stop_ids = tokenizer.eod_id, [tokenizer.im_end_id, tokenizer.eod_id]
+    else:
+        eos = model.config.eos_token_id
+        pad_id, stop_ids = model.config.pad_token_id, list(eos) if isinstance(eos, (list, tuple)) else [eos]
     longest = max(len(p) for p in prompts_input_ids)
     if min(len(p) for p in prompts_input_ids) == 0:
         raise ValueError("every prompt needs at least one token")
