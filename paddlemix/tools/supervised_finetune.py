@@ -93,8 +93,13 @@ class BiRDTrainer(Trainer):
         return super().compute_loss(model, inputs, return_outputs)
 
     def log(self, logs, **kwargs):
-        if self._tokens[1]:
-            logs["padding_fraction"] = round(1.0 - self._tokens[0] / self._tokens[1], 4)
+        # Step logs ("loss") are written on every rank at the same step, so the token counts can be
+        # summed over ranks there: the fraction describes the whole global batch, not rank 0's share.
+        if "loss" in logs:
+            tokens = paddle.to_tensor(self._tokens, dtype="int64")
+            real, computed = (int(v) for v in self._nested_gather(tokens).reshape([-1, 2]).sum(axis=0))
+            if computed:
+                logs["padding_fraction"] = round(1.0 - real / computed, 4)
             self._tokens = [0, 0]
         super().log(logs, **kwargs)
 
