@@ -7,6 +7,10 @@ Arguments are PaddleNLP ``PdArgumentParser`` dataclasses read from one JSON file
 checkpoints (``checkpoint-N`` every ``save_steps``), VisualDL logging and resume:
 ``--resume_from_checkpoint DIR`` continues from that checkpoint, and a run whose ``output_dir``
 already holds checkpoints continues from the latest one unless ``--overwrite_output_dir`` is set.
+
+A LoRA run (``lora: true``) saves only the adapters, plus, when it starts from a random preset,
+``<output_dir>/base_model``; ``python -m paddlemix.tools.merge_lora --lora_dir OUTPUT_DIR
+--output_dir MERGED`` turns them into a plain checkpoint.
 """
 
 import os
@@ -44,7 +48,14 @@ class ModelArguments:
     )
     freeze_vision: bool = field(default=True, metadata={"help": "Freeze the ViT (upstream fix_vit)."})
     train_resampler: bool = field(default=True, metadata={"help": "Keep the resampler trainable when freezing."})
-    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters on the LLM instead of all of it."})
+    lora: bool = field(
+        default=False,
+        metadata={
+            "help": "Train LoRA adapters on the LLM's attention and MLP projections and nothing else (the ViT, "
+            "resampler, embeddings and LM head stay frozen, as in Qwen-VL's LoRA recipe). Merge the result "
+            "into a plain checkpoint with `python -m paddlemix.tools.merge_lora`."
+        },
+    )
     lora_rank: int = 64
     lora_alpha: int = 16
     lora_dropout: float = 0.05
@@ -121,7 +132,10 @@ def build_model(model_args: ModelArguments, training_args: TrainingArguments):
     if model_args.lora:
         from paddlenlp.peft import LoRAConfig, LoRAModel
 
+        # merge_lora reads the base model from the config; a preset's base is recorded by save_lora_base.
+        base = os.path.abspath(model_args.model_name_or_path) if model_args.model_name_or_path else None
         lora_config = LoRAConfig(
+            base_model_name_or_path=base,
             target_modules=LORA_TARGETS,
             r=model_args.lora_rank,
             lora_alpha=model_args.lora_alpha,
@@ -131,6 +145,20 @@ def build_model(model_args: ModelArguments, training_args: TrainingArguments):
         model = LoRAModel(model, lora_config)
         model.mark_only_lora_as_trainable()
     return model
+
+
+def save_lora_base(model, output_dir: str, should_save: bool = True) -> str:
+    """Write the frozen base weights of a LoRA model built from a preset (random init) to
+    ``<output_dir>/base_model`` and record that path in its LoRA config: the adapters saved by
+    training are useless for merging without the exact weights they were trained against."""
+    base_dir = os.path.abspath(os.path.join(output_dir, "base_model"))
+    if should_save and not os.path.isfile(os.path.join(base_dir, "config.json")):
+        base = model.model
+        base_state = {k: v for k, v in base.state_dict().items() if ".lora_" not in k}
+        base.save_pretrained(base_dir, state_dict=base_state)
+        logger.info(f"saved the preset's base weights for merging LoRA adapters to {base_dir}")
+    model.lora_config.base_model_name_or_path = base_dir
+    return base_dir
 
 
 def build_tokenizer(model_args: ModelArguments, config):
@@ -148,13 +176,20 @@ def count_parameters(model) -> str:
     return f"{trainable:,} trainable of {total:,} parameters"
 
 
-def main(argv=None):
+def parse_arguments(argv=None):
+    """``(ModelArguments, DataArguments, TrainingArguments)`` from ``[CONFIG.json] [--key value ...]``
+    (``sys.argv[1:]`` by default); pairs after the JSON file override its values."""
     parser = PdArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0].endswith(".json"):
         # The JSON file first, then command-line overrides: argparse keeps the last value.
-        argv = parser.read_json(argv[0]) + list(argv[1:])
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        argv = parser.read_json(argv[0]) + argv[1:]
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def main(argv=None):
+    """Train; returns the ``Trainer`` (its ``model`` and ``state.log_history``) once the final model is saved."""
+    model_args, data_args, training_args = parse_arguments(argv)
     if not data_args.train_json or not data_args.image_root:
         raise ValueError("train_json and image_root are required (in the config or as --train_json/--image_root)")
     training_args.remove_unused_columns = False  # `images` is not a forward() argument PaddleNLP knows
@@ -169,6 +204,8 @@ def main(argv=None):
 
     paddle.set_device(training_args.device if training_args.device else "cpu")
     model = build_model(model_args, training_args)
+    if model_args.lora and model_args.model_preset:
+        save_lora_base(model, training_args.output_dir, training_args.should_save)
     base_config = model.model.config if model_args.lora else model.config
     tokenizer = build_tokenizer(model_args, base_config)
     from paddlemix.processors.image_processing import QWenVLImageProcessor
@@ -202,7 +239,7 @@ def main(argv=None):
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
-    return result
+    return trainer
 
 
 if __name__ == "__main__":
