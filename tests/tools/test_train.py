@@ -1,0 +1,198 @@
+"""Supervised fine-tuning end to end on CPU: ``train.sh`` with one and two processes, checkpoints that
+inference loads, kill-and-resume, frozen parameters, padding in the log, and the paper's config.
+
+Every run is the demo config on 24 real demo images with batch 2, max_length 256 and 4 steps; runs
+are module fixtures shared by the tests that read them.
+"""
+
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from train_helpers import (
+    BATCH,
+    ROOT,
+    SEED,
+    run_train,
+    sample_lengths,
+    step_logs,
+    train_command,
+    train_env,
+    load_weights,
+)
+
+STEPS = 4
+# Full fine-tuning from a checkpoint with the ViT frozen; weight decay on so that a frozen parameter
+# wrongly handed to the optimizer would move.
+FROZEN_VIT = ("--freeze_vision", "true", "--weight_decay", "0.1", "--max_steps", str(STEPS),
+              "--save_steps", str(STEPS // 2))
+
+
+def from_checkpoint(path):
+    return ("--model_name_or_path", path, "--model_preset", "")
+
+
+@pytest.fixture(scope="module")
+def straight_run(demo_data, tiny_base, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight")
+    proc = run_train("cpu", demo_data, out, *from_checkpoint(tiny_base), *FROZEN_VIT)
+    return {"out": str(out), "log": proc.stdout + proc.stderr}
+
+
+@pytest.fixture(scope="module")
+def resumed_run(demo_data, tiny_base, tmp_path_factory):
+    """The straight run's command, SIGKILLed once checkpoint-2 is on disk, then started again unchanged."""
+    out = tmp_path_factory.mktemp("resumed")
+    cmd = train_command("cpu", demo_data, out, *from_checkpoint(tiny_base), *FROZEN_VIT)
+    half = os.path.join(out, f"checkpoint-{STEPS // 2}")
+    last_file = os.path.join(half, "rng_state.pth")  # the checkpoint's last file
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=train_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while not (os.path.isfile(last_file) and os.path.getsize(last_file) > 0):
+        if proc.poll() is not None or time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+            pytest.fail(f"the run ended or stalled before writing {last_file}:\n{proc.stdout.read()[-4000:]}")
+        time.sleep(0.05)
+    time.sleep(0.1)  # let the 32 KB rng_state write finish
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = {"returncode": proc.returncode, "entries": sorted(os.listdir(out))}
+    proc.stdout.close()
+    second = run_train("cpu", demo_data, out, *from_checkpoint(tiny_base), *FROZEN_VIT)
+    return {"out": str(out), "killed": killed, "log": second.stdout + second.stderr}
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(demo_data, tmp_path_factory):
+    out, logs = tmp_path_factory.mktemp("two_ranks"), tmp_path_factory.mktemp("launch_logs")
+    run_train("cpu:2", demo_data, out, "--max_steps", str(STEPS), log_dir=logs)
+    return {"out": str(out), "log_dir": str(logs)}
+
+
+def expected_padding(demo_data, world_size):
+    """Padding fraction of each of the first STEPS global batches, counted over all ranks' batches."""
+    from paddlemix.datasets.sft import length_grouped_batches, padding_fraction
+    from paddlemix.models.qwen_vl import QWenVLConfig
+
+    lengths = sample_lengths(demo_data, QWenVLConfig.from_preset("tiny").image_span)
+    per_rank = [length_grouped_batches(lengths, BATCH, world_size, r, SEED, 0) for r in range(world_size)]
+    return [padding_fraction([batches[k] for batches in per_rank], lengths) for k in range(STEPS)]
+
+
+def test_two_cpu_processes_train_and_the_checkpoint_generates(two_rank_run, demo_data, tmp_path):
+    from paddlemix.datasets.medgrit import load_medgrit
+    from paddlemix.tools.infer import load_model, run_inference
+
+    for rank in (0, 1):
+        with open(os.path.join(two_rank_run["log_dir"], f"workerlog.{rank}")) as f:
+            log = f.read()
+        assert "world_size                    : 2" in log
+        assert f"dataset_rank                  : {rank}" in log
+        assert f"Total train batch size (w. parallel, distributed & accumulation) = {2 * BATCH}" in log
+        assert "Training completed." in log
+    logs = step_logs(two_rank_run["out"])
+    assert sorted(logs) == list(range(1, STEPS + 1))
+    assert all(np.isfinite(h["loss"]) for h in logs.values())
+
+    model, tokenizer, image_processor = load_model(two_rank_run["out"])
+    saved = load_weights(os.path.join(two_rank_run["out"], "model_state.pdparams"))
+    loaded = model.state_dict()
+    assert sorted(saved) == sorted(loaded)
+    for name in ("lm_head.weight", "transformer.h.1.mlp.w2.weight", "transformer.visual.attn_pool.query"):
+        np.testing.assert_array_equal(loaded[name].numpy(), saved[name])
+
+    records, _ = load_medgrit(os.path.join(demo_data["medgrit"], "test_VG.json"), demo_data["images"])
+    out_file = tmp_path / "pred_VG.jsonl"
+    written = run_inference(model, tokenizer, image_processor, records[:3], str(out_file), batch_size=3,
+                            max_new_tokens=6, show_progress=False)
+    assert written == 3
+    import json
+
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [r["id"] for r in records[:3]]
+    assert all(isinstance(r["response"], str) for r in rows)
+
+
+def test_padding_fraction_is_logged_for_the_global_batch(straight_run, two_rank_run, demo_data):
+    assert "padding_fraction: " in straight_run["log"]
+    for run, world_size in ((straight_run, 1), (two_rank_run, 2)):
+        logs = step_logs(run["out"])
+        logged = [logs[k]["padding_fraction"] for k in range(1, STEPS + 1)]
+        # Logged values are rounded to 4 decimals.
+        np.testing.assert_allclose(logged, expected_padding(demo_data, world_size), rtol=0, atol=5.1e-5)
+
+
+def test_kill_and_resume_reproduces_the_straight_run(straight_run, resumed_run):
+    killed = resumed_run["killed"]
+    assert killed["returncode"] == -signal.SIGKILL
+    assert f"checkpoint-{STEPS // 2}" in killed["entries"]
+    assert f"checkpoint-{STEPS}" not in killed["entries"] and "model_state.pdparams" not in killed["entries"]
+    assert "resuming from the latest checkpoint in output_dir" in resumed_run["log"]
+
+    straight, resumed = step_logs(straight_run["out"]), step_logs(resumed_run["out"])
+    assert sorted(straight) == sorted(resumed) == list(range(1, STEPS + 1))
+    for key in ("loss", "learning_rate", "padding_fraction"):
+        # Same data order, RNG, optimizer and scheduler state: CPU kernels make this exact; allow 1e-6.
+        np.testing.assert_allclose([resumed[k][key] for k in sorted(resumed)],
+                                   [straight[k][key] for k in sorted(straight)], rtol=0, atol=1e-6, err_msg=key)
+
+    a = load_weights(os.path.join(straight_run["out"], "model_state.pdparams"))
+    b = load_weights(os.path.join(resumed_run["out"], "model_state.pdparams"))
+    assert sorted(a) == sorted(b)
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_frozen_vit_is_bit_identical_and_resampler_and_llm_moved(straight_run, tiny_base):
+    before = load_weights(os.path.join(tiny_base, "model_state.pdparams"))
+    after = load_weights(os.path.join(straight_run["out"], "model_state.pdparams"))
+    assert sorted(before) == sorted(after)
+    changed = {n for n in before if not np.array_equal(before[n], after[n])}
+
+    vision = [n for n in before if n.startswith("transformer.visual.")]
+    resampler = [n for n in vision if n.startswith("transformer.visual.attn_pool.") and not n.endswith(".pos_embed")]
+    vit = [n for n in vision if not n.startswith(("transformer.visual.attn_pool.", "transformer.visual.ln_post.",
+                                                   "transformer.visual.proj"))]
+    llm = [n for n in before if not n.startswith("transformer.visual.")]
+    assert len(vit) > 20 and len(resampler) >= 8 and len(llm) > 15
+    assert not changed & set(vit), f"frozen ViT parameters changed: {sorted(changed & set(vit))}"
+    # The resampler's sin-cos key positions are a fixed table.
+    assert "transformer.visual.attn_pool.pos_embed" not in changed
+    assert set(resampler) <= changed, f"resampler parameters not trained: {sorted(set(resampler) - changed)}"
+    assert set(llm) <= changed, f"LLM parameters not trained: {sorted(set(llm) - changed)}"
+
+
+def test_stage2_config_parses_to_the_paper_recipe():
+    from paddlemix.tools.supervised_finetune import parse_arguments
+
+    path = os.path.join(ROOT, "paddlemix/config/BiRD/sft_argument_stage2.json")
+    model_args, data_args, args = parse_arguments([path])
+    assert args.learning_rate == 2e-5
+    assert str(args.lr_scheduler_type.value) == "cosine"
+    assert args.warmup_ratio == 0.01
+    assert args.weight_decay == 0.1
+    assert (args.adam_beta1, args.adam_beta2) == (0.9, 0.95)
+    assert args.per_device_train_batch_size == 4
+    assert args.gradient_accumulation_steps == 8
+    assert args.num_train_epochs == 2
+    assert data_args.max_length == 2048
+    assert args.bf16 is True and args.fp16 is False
+    assert args.save_strategy.value == "steps" and args.save_steps == 20
+    assert model_args.freeze_vision is True and model_args.train_resampler is True
+    assert model_args.lora is False
+    assert model_args.model_name_or_path and not model_args.model_preset
+    # PaddleNLP turns sharding off in a single process (sharding degree 1), so the stage is read from
+    # the arguments the JSON becomes; in a multi-GPU launch it parses to ShardingOption.SHARD_GRAD_OP.
+    from paddlenlp.trainer import PdArgumentParser, TrainingArguments
+    from paddlenlp.trainer.trainer_utils import ShardingOption
+
+    argv = PdArgumentParser((TrainingArguments,)).read_json(path)
+    assert argv[argv.index("--sharding") + 1] == "stage2"
+    assert ShardingOption("stage2") == ShardingOption.SHARD_GRAD_OP
+    # Command-line pairs after the JSON override it.
+    _, data_args, args = parse_arguments([path, "--learning_rate", "1e-4", "--max_length", "512"])
+    assert args.learning_rate == 1e-4 and data_args.max_length == 512
