@@ -296,14 +296,14 @@ class QWenVLForCausalLM(QWenVLPretrainedModel):
 
 
 def freeze_vision(model: QWenVLForCausalLM, train_resampler: bool = True) -> List[str]:
-    """Freeze the vision tower as the upstream recipe does (``fix_vit``): the ViT is frozen; the
-    resampler (``attn_pool``), ``ln_post`` and ``proj`` stay trainable if ``train_resampler``. The
-    resampler's sin-cos ``pos_embed`` is a fixed table and is never trained. Returns the names of
-    the vision parameters left trainable."""
+    """Freeze the vision tower as Qwen-VL's fine-tuning recipe (``fix_vit``) does: every vision
+    parameter is frozen, then the whole resampler (``attn_pool``) is made trainable again if
+    ``train_resampler``. Upstream re-enables the module as a whole, which includes its sin-cos
+    ``pos_embed`` table, so it trains too; ``ln_post`` and ``proj`` sit outside ``attn_pool`` and
+    stay frozen. Returns the names of the vision parameters left trainable."""
     trainable = []
-    resampler_parts = ("attn_pool.", "ln_post.", "proj")
     for name, param in model.transformer.visual.named_parameters():
-        train = train_resampler and name.startswith(resampler_parts) and name != "attn_pool.pos_embed"
+        train = train_resampler and name.startswith("attn_pool.")
         param.stop_gradient = not train
         if train:
             trainable.append(name)
