@@ -117,6 +117,19 @@ def run_inference(
     return written
 
 
+def load_records(json_path: str, image_root: str, input_format: str = "auto", task=None, lenient: bool = False):
+    """Test records from a Med-GRIT file or LLaVA-Med's QA JSONL (detected when ``auto``)."""
+    from paddlemix.datasets.llava_med import is_llava_med_file, load_llava_med_qa
+    from paddlemix.datasets.medgrit import load_medgrit
+
+    if input_format == "llava_med" or (input_format == "auto" and is_llava_med_file(json_path)):
+        return load_llava_med_qa(json_path, image_root)
+    records, report = load_medgrit(json_path, image_root, strict=not lenient, task=task)
+    if not report.ok:
+        print(report.format(), file=sys.stderr)
+    return records
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True, help="model directory written by training or conversion")
@@ -124,6 +137,8 @@ def parse_args(argv=None):
     p.add_argument("--image_root", required=True, help="folder the records' image paths are relative to")
     p.add_argument("--output_file", required=True, help="prediction JSONL (resumed if it exists)")
     p.add_argument("--task", default=None, help="task of records without one (default: from the file name)")
+    p.add_argument("--input_format", choices=("auto", "medgrit", "llava_med"), default="auto",
+                   help="Med-GRIT records or LLaVA-Med's QA JSONL (task QA); auto detects")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--max_new_tokens", type=int, default=256)
     p.add_argument("--prompt_format", choices=("chatml", "raw"), default="chatml")
@@ -142,14 +157,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import paddle
 
-    from paddlemix.datasets.medgrit import load_medgrit
-
     if args.device:
         paddle.set_device(args.device)
     paddle.seed(args.seed)
-    records, report = load_medgrit(args.json_path, args.image_root, strict=not args.lenient, task=args.task)
-    if not report.ok:
-        print(report.format(), file=sys.stderr)
+    records = load_records(args.json_path, args.image_root, args.input_format, args.task, args.lenient)
     model, tokenizer, image_processor = load_model(args.checkpoint, args.dtype)
     extra = {k: v for k, v in (("top_p", args.top_p), ("temperature", args.temperature)) if v is not None}
     n = run_inference(
