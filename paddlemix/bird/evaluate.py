@@ -31,7 +31,7 @@ def read_predictions(path: str, task: Optional[str] = None) -> Tuple[str, List[d
     records: List[dict] = []
     tasks_seen: List[str] = []
     untagged = 0
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:  # tolerate a byte-order mark
         for lineno, line in enumerate(handle, 1):
             if not line.strip():
                 continue
