@@ -176,3 +176,43 @@ def test_any_response_is_scored_never_crashes(responses):
     for out in (vg, ro):
         for scores in list(out["per_modality"].values()) + [out["macro"], out["micro"]]:
             assert all(0.0 <= v <= 1.0 for k, v in scores.items() if k != "n")
+
+
+def test_spice_runs_only_with_corenlp_installed(tmp_path, monkeypatch):
+    """SPICE is attempted only when its jars are already on disk; nothing is ever downloaded."""
+    from paddlemix.bird import metrics
+
+    (tmp_path / "spice" / "lib").mkdir(parents=True)
+    (tmp_path / "spice" / "spice-1.0.jar").write_bytes(b"")
+    monkeypatch.setattr(metrics, "_pycocoevalcap_dir", lambda *parts: str(tmp_path.joinpath(*parts)))
+    reason = metrics.spice_unavailable_reason()
+    assert "stanford-corenlp-3.6.0.jar" in reason and "stanford-corenlp-3.6.0-models.jar" in reason
+    assert "never" in reason
+    for name in ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar"):
+        (tmp_path / "spice" / "lib" / name).write_bytes(b"")
+    monkeypatch.setattr(metrics.shutil, "which", lambda name: "/usr/bin/java")
+    assert metrics.spice_unavailable_reason() is None
+
+
+def test_spice_scores_are_read_per_record(monkeypatch):
+    import pycocoevalcap.spice.spice as spice_module
+
+    from paddlemix.bird import metrics
+
+    class FakeSpice:
+        def compute_score(self, gts, res):
+            assert sorted(gts) == sorted(res) == [0, 1, 2]
+            return 0.5, [{"All": {"f": 0.25}}, {"All": {"f": 0.5}}, {"All": {"f": 0.75}}]
+
+    monkeypatch.setattr(metrics, "spice_unavailable_reason", lambda: None)
+    monkeypatch.setattr(spice_module, "Spice", FakeSpice)
+    rows, reason = metrics._spice_scores({i: ["a"] for i in range(3)}, {i: ["b"] for i in range(3)})
+    assert reason is None and rows.tolist() == [0.25, 0.5, 0.75]
+
+    class BrokenSpice:
+        def compute_score(self, gts, res):
+            raise OSError("java ran out of memory")
+
+    monkeypatch.setattr(spice_module, "Spice", BrokenSpice)
+    rows, reason = metrics._spice_scores({0: ["a"]}, {0: ["b"]})
+    assert rows is None and reason == "SPICE failed: OSError: java ran out of memory"
