@@ -164,17 +164,20 @@ def bootstrap_intervals(
     over the same modalities).
     """
     rng = np.random.default_rng(seed)
-    weights = {m: rng.multinomial(len(idx), np.full(len(idx), 1.0 / len(idx)), size=reps) for m, idx in groups.items()}
+    # (reps, n_m) counts of how often each record is drawn: 8 bytes per record and resample.
+    weights = {
+        m: rng.multinomial(len(idx), np.full(len(idx), 1.0 / len(idx)), size=reps).astype(np.float64)
+        for m, idx in groups.items()
+    }
     total = sum(len(idx) for idx in groups.values())
     intervals: Dict[str, Dict[str, List[float]]] = {"macro": {}, "micro": {}}
     for name, metric in metrics.items():
         per_modality = []
         pooled = 0.0
         for m, idx in groups.items():
-            w = weights[m].astype(np.float64)
-            per_modality.append(metric.finish(w @ metric.rows[idx], len(idx)))
+            per_modality.append(metric.finish(weights[m] @ metric.rows[idx], len(idx)))
             micro_rows = metric.rows if metric.micro_rows is None else metric.micro_rows
-            pooled = pooled + w @ micro_rows[idx]
+            pooled = pooled + weights[m] @ micro_rows[idx]
         macro = np.mean(np.stack(per_modality), axis=0)
         micro = metric.finish(pooled, total)
         for key, values in (("macro", macro), ("micro", micro)):
