@@ -11,7 +11,7 @@ import sys
 from typing import List, Optional, Sequence, Tuple
 
 from .metrics import CLEAN_MODES, metric_names, modality_order, score_records
-from .tasks import TASKS, check_task
+from .tasks import SCORED_TASKS, check_task
 
 
 class PredictionFileError(ValueError):
@@ -142,7 +142,7 @@ def format_table(metrics: dict) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Score BiRD predictions (prediction JSONL) per modality.")
-    parser.add_argument("--task", type=str.upper, choices=TASKS, help="task to score (required if the file has no 'task' fields)")
+    parser.add_argument("--task", type=str.upper, choices=SCORED_TASKS, help="task to score (required if the file has no 'task' fields)")
     parser.add_argument("--pred_file", required=True, help="prediction JSONL written by inference")
     parser.add_argument("--out_json", required=True, help="where to write the metrics JSON")
     parser.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for 95%% intervals (0: none)")

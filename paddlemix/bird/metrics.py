@@ -1,4 +1,4 @@
-"""Scores for BiRD predictions: VG box recall, RO naming accuracy, GC/MII caption metrics.
+"""Scores for BiRD predictions: VG box recall, RO naming accuracy, GC/MII/QA caption metrics.
 
 Every function works on plain prediction records (dicts as read from prediction JSONL, with at
 least ``annotation`` and ``response``, and ``modality`` or ``image``) and imports neither paddle
@@ -29,6 +29,9 @@ from .boxes import iou, parse_boxes
 from .tasks import GC, KNOWN_MODALITIES, RO, VG, check_task, modality_of
 
 CAPTION_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
+# The paper's "mBMR" is not spelled out; read here as the mean of BLEU-4, METEOR and ROUGE-L.
+MBMR = "mBMR"
+MBMR_PARTS = ("BLEU-4", "METEOR", "ROUGE-L")
 CLEAN_MODES = ("none", "upstream")
 
 
@@ -44,7 +47,14 @@ def metric_names(task: str, iou_threshold: float = 0.5) -> Tuple[str, ...]:
         return vg_metric_names(iou_threshold)
     if task == RO:
         return ("accuracy", "exact_match")
-    return CAPTION_METRICS
+    return CAPTION_METRICS + (MBMR,)
+
+
+def add_mbmr(scores: dict) -> dict:
+    """Add ``mBMR`` (mean of BLEU-4, METEOR, ROUGE-L) to a dict holding those three."""
+    parts = [scores.get(k) for k in MBMR_PARTS]
+    scores[MBMR] = None if any(v is None for v in parts) else float(sum(parts) / len(parts))
+    return scores
 
 
 # ---------------------------------------------------------------------------------------------
@@ -581,6 +591,11 @@ CAPTION_DEFINITIONS = {
     "ROUGE-L": "pycocoevalcap Rouge (beta 1.2), mean of per-record scores",
     "CIDEr": "pycocoevalcap Cider (CIDEr-D, sigma 6), document frequencies from the group's references",
     "SPICE": "pycocoevalcap Spice, mean of per-record F-scores; null when Stanford CoreNLP is not installed",
+    "mBMR": (
+        "the paper's summary score, read as the mean of BLEU-4, METEOR and ROUGE-L of the same group "
+        "(the paper does not define it; the three components are listed next to it to recompute another "
+        "reading); no bootstrap interval"
+    ),
     "scope": (
         "text is PTB-tokenised (lower-cased, punctuation removed) as pycocoevalcap does; per-modality "
         "values equal a direct pycocoevalcap run on that modality's records (what upstream reports), "
@@ -655,13 +670,15 @@ def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, 
         for name, idx in targets:
             results[name]["SPICE"] = None if spice_rows is None else _nan_to_none(np.mean(spice_rows[idx]))
 
-        per_modality = {m: {"n": int(len(idx)), **{k: results[m][k] for k in CAPTION_METRICS}} for m, idx in groups.items()}
+        per_modality = {
+            m: add_mbmr({"n": int(len(idx)), **{k: results[m][k] for k in CAPTION_METRICS}}) for m, idx in groups.items()
+        }
         out = {
             "task": task,
             "n": n,
             "per_modality": per_modality,
-            "macro": _macro(per_modality, CAPTION_METRICS),
-            "micro": {k: results[None][k] for k in CAPTION_METRICS},
+            "macro": add_mbmr(_macro(per_modality, CAPTION_METRICS)),
+            "micro": add_mbmr({k: results[None][k] for k in CAPTION_METRICS}),
         }
 
         if bootstrap:

@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from .evaluate import metric_columns
 from .metrics import modality_order
-from .tasks import TASKS
+from .tasks import SCORED_TASKS
 
 
 def load_metrics(paths: Sequence[str]) -> List[dict]:
@@ -23,10 +23,10 @@ def load_metrics(paths: Sequence[str]) -> List[dict]:
     for path in paths:
         with open(path, encoding="utf-8") as handle:
             metrics = json.load(handle)
-        if not isinstance(metrics, dict) or metrics.get("task") not in TASKS or "per_modality" not in metrics:
+        if not isinstance(metrics, dict) or metrics.get("task") not in SCORED_TASKS or "per_modality" not in metrics:
             raise ValueError(f"{path}: not a BiRD metrics file (needs 'task' and 'per_modality')")
         loaded.append(metrics)
-    return sorted(loaded, key=lambda m: TASKS.index(m["task"]))
+    return sorted(loaded, key=lambda m: SCORED_TASKS.index(m["task"]))
 
 
 def summary_table(all_metrics: Sequence[dict]) -> Tuple[List[str], List[List[object]]]:

@@ -7,13 +7,16 @@ VG = "VG"  # visual grounding: phrase -> box(es)
 RO = "RO"  # referring object classification: box -> name
 GC = "GC"  # grounded (referring) captioning: box -> sentence
 MII = "MII"  # medical image analysis: whole image -> analysis
-TASKS = (VG, RO, GC, MII)
+TASKS = (VG, RO, GC, MII)  # the Med-GRIT tasks: what data construction and loading know
+QA = "QA"  # free-text answers on LLaVA-Med's QA set: scored like MII, not a Med-GRIT task
+SCORED_TASKS = TASKS + (QA,)  # what the evaluator scores
 
 TASK_NAMES = {
     VG: "visual grounding",
     RO: "referring object classification",
     GC: "referring captioning",
     MII: "medical image analysis",
+    QA: "LLaVA-Med question answering",
 }
 
 # SA-Med2D modality prefixes; any other prefix is kept as its own modality.
@@ -31,10 +34,10 @@ def modality_of(image: str) -> str:
     return stem.lower()
 
 
-def check_task(task: str, where: str = "") -> str:
+def check_task(task: str, where: str = "", allowed=SCORED_TASKS) -> str:
     """Return the canonical task id or raise naming where the bad value came from."""
     canonical = str(task).upper()
-    if canonical not in TASKS:
+    if canonical not in allowed:
         prefix = f"{where}: " if where else ""
-        raise ValueError(f"{prefix}unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        raise ValueError(f"{prefix}unknown task {task!r}; expected one of {', '.join(allowed)}")
     return canonical

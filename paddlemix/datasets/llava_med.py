@@ -12,9 +12,9 @@ import os
 import re
 from typing import List
 
+from paddlemix.bird.tasks import QA
 from paddlemix.processors.chat_template import with_image
 
-QA = "QA"
 # LLaVA-Med's domain flags → this project's modality names (SA-Med2D prefixes where they exist).
 DOMAIN_MODALITY = {"chest_xray": "x", "ct_scan": "ct", "mri": "mr", "histology": "histology", "gross": "gross"}
 _PLACEHOLDER_RE = re.compile(r"\s*<image>\s*$")

@@ -121,6 +121,18 @@ def test_micro_equals_direct_run_on_all_records_and_macro_is_the_mean(scored, di
         assert out["macro"][name] == pytest.approx(np.mean([per_modality[m][name] for m in per_modality]), abs=1e-15)
 
 
+def test_mbmr_is_the_mean_of_bleu4_meteor_rougel_computed_directly(scored, direct):
+    out, _, _ = scored
+    per_modality, pooled = direct
+    for modality, expected in per_modality.items():
+        want = (expected["BLEU-4"] + expected["METEOR"] + expected["ROUGE-L"]) / 3
+        assert out["per_modality"][modality]["mBMR"] == pytest.approx(want, abs=1e-12), modality
+    assert out["micro"]["mBMR"] == pytest.approx((pooled["BLEU-4"] + pooled["METEOR"] + pooled["ROUGE-L"]) / 3, abs=1e-12)
+    macro_parts = [np.mean([per_modality[m][k] for m in per_modality]) for k in ("BLEU-4", "METEOR", "ROUGE-L")]
+    assert out["macro"]["mBMR"] == pytest.approx(np.mean(macro_parts), abs=1e-12)
+    assert "BLEU-4, METEOR and ROUGE-L" in out["definitions"]["mBMR"]
+
+
 def test_one_java_start_per_program(scored):
     _, java_starts, _ = scored
     programs = sorted("meteor" if "-jar" in cmd else "ptb" for cmd in java_starts)
@@ -132,12 +144,12 @@ def test_exact_keys_table_and_spice_reason(scored):
     assert out["task"] == "GC" and out["n"] == len(RECORDS) and out["pred_file"] == "pred_mixed.jsonl"
     assert {"task", "n", "per_modality", "macro", "micro", "spice_unavailable_reason", "ci95"} <= set(out)
     lines = printed.splitlines()
-    assert lines[1].split() == ["modality", "n"] + list(CAPTION_METRICS)
+    assert lines[1].split() == ["modality", "n"] + list(CAPTION_METRICS) + ["mBMR"]
     assert [line.split()[0] for line in lines[2:5]] == ["ct", "mr", "fundus"]
     assert lines[6].split()[0] == "macro" and lines[7].split()[0] == "micro"
     for scores in out["per_modality"].values():
-        assert list(scores) == ["n"] + list(CAPTION_METRICS)
-    assert list(out["macro"]) == list(CAPTION_METRICS) == list(out["micro"])
+        assert list(scores) == ["n"] + list(CAPTION_METRICS) + ["mBMR"]
+    assert list(out["macro"]) == list(CAPTION_METRICS) + ["mBMR"] == list(out["micro"])
     reason = spice_unavailable_reason()
     if reason is None:
         pytest.skip("Stanford CoreNLP is installed here: SPICE runs")

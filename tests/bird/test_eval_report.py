@@ -110,10 +110,11 @@ def test_summary_of_caption_metrics_leaves_null_cells_empty(tmp_path):
     assert header == ["task", "metric", "ct", "pet", "fundus", "macro"]
     assert report_main(["--out_dir", str(tmp_path / "s")] + paths) == 0
     table = read_csv(tmp_path / "s" / "summary.csv")
-    assert len(table) == 1 + 16 and all(len(r) == 6 for r in table)
+    assert len(table) == 1 + 18 and all(len(r) == 6 for r in table)  # 8 caption metrics + mBMR per task
     assert table[1] == ["GC", "BLEU-1", "", "0.25", "0.25", "0.25"]
     assert table[8] == ["GC", "SPICE", "", "", "", ""]
-    assert table[9] == ["MII", "BLEU-1", "0.25", "", "", "0.25"]
+    assert table[9] == ["GC", "mBMR", "", "", "", ""]  # the fixture has no mBMR values
+    assert table[10] == ["MII", "BLEU-1", "0.25", "", "", "0.25"]
     assert "GC SPICE is empty: no CoreNLP" in (tmp_path / "s" / "summary.md").read_text()
     bad = tmp_path / "bad.json"
     bad.write_text('{"task": "XX"}')

@@ -3,8 +3,10 @@
 #
 #   sh tests/models/BiRD/eval_all.sh [PRED_DIR] [OUT_DIR]
 #
-# PRED_DIR holds pred_VG.jsonl, pred_RO.jsonl, pred_GC.jsonl, pred_MII.jsonl (any of them);
-# OUT_DIR (default: PRED_DIR) receives metrics_<TASK>.json, summary.md and summary.csv.
+# PRED_DIR holds pred_VG.jsonl, pred_RO.jsonl, pred_GC.jsonl, pred_MII.jsonl (any of them) and,
+# for LLaVA-Med's QA set, pred_QA.jsonl;
+# OUT_DIR (default: PRED_DIR) receives metrics_<TASK>.json, summary.md, summary.csv and the paper's
+# table (paper_table.md / paper_table.json).
 # Both may also come from the environment variables of the same names. Options:
 #   PYTHON (default python), BOOTSTRAP (resamples, default 0), CLEAN (none|upstream), IOU (0.5).
 set -u
@@ -29,10 +31,11 @@ mkdir -p "$OUT_DIR" || exit 2
 set --
 missing=""
 failed=""
-for TASK in VG RO GC MII; do
+for TASK in VG RO GC MII QA; do
     PRED="$PRED_DIR/pred_$TASK.jsonl"
     if [ ! -f "$PRED" ]; then
-        missing="$missing $TASK"
+        # QA (LLaVA-Med) is a separate benchmark: its absence is not worth a message.
+        [ "$TASK" = QA ] || missing="$missing $TASK"
         continue
     fi
     echo "== $TASK: $PRED"
@@ -53,6 +56,9 @@ if [ $# -eq 0 ]; then
     exit 1
 fi
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m paddlemix.bird.report --out_dir "$OUT_DIR" "$@" || exit 1
+# The paper's table from the metrics just written (rows without predictions say so).
+PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m paddlemix.tools.paper_table --pred_dir "$PRED_DIR" \
+    --metrics_dir "$OUT_DIR" || exit 1
 if [ -n "$failed" ]; then
     echo "error: scoring failed for:$failed" >&2
     exit 1

@@ -114,3 +114,37 @@ def test_raw_prompt_format_runs(setup):
     r = infer(root, ckpt, test_file, images, out, "--prompt_format", "raw", "--batch_size", "8")
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(out.read_text().splitlines()) == 11
+
+
+def test_llava_med_qa_flows_through_inference_and_eval(setup):
+    """A LLaVA-Med-format fixture → tiny-model predictions (task QA) → eval.py --task QA."""
+    root, ckpt, _, images = setup
+    names = sorted(p.name for p in images.iterdir())[:3]
+    lines = [
+        {"question_id": 100 + i, "image": name, "text": f"What is shown in this image? <image>",
+         "gpt4_answer": f"A grey scan number {i} with a bright region.",
+         "domain": {"chest_xray": i == 0, "mri": i == 1, "ct_scan": i == 2, "histology": False, "gross": False}}
+        for i, name in enumerate(names)
+    ]
+    qa_file = root / "llava_med_eval_qa50_qa.jsonl"
+    qa_file.write_text("".join(json.dumps(l) + "\n" for l in lines))
+    pred = root / "pred_QA.jsonl"
+    r = infer(root, ckpt, qa_file, images, pred, "--batch_size", "2")
+    assert r.returncode == 0 and "wrote 3 predictions" in r.stdout
+    rows = [json.loads(l) for l in pred.read_text().splitlines()]
+    assert [row["task"] for row in rows] == ["QA"] * 3
+    assert [row["id"] for row in rows] == ["100", "101", "102"]
+    assert [row["modality"] for row in rows] == ["x", "mr", "ct"]
+    assert rows[0]["question"] == "What is shown in this image?"
+    assert rows[1]["annotation"] == "A grey scan number 1 with a bright region."
+
+    out_json = root / "metrics_QA.json"
+    eval_py = os.path.join(ROOT, "tests", "models", "BiRD", "eval.py")
+    r = subprocess.run([sys.executable, eval_py, "--task", "QA", "--pred_file", str(pred), "--out_json", str(out_json)],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    metrics = json.loads(out_json.read_text())
+    assert metrics["task"] == "QA" and metrics["n"] == 3
+    assert set(metrics["per_modality"]) == {"x", "mr", "ct"}
+    parts = [metrics["macro"][k] for k in ("BLEU-4", "METEOR", "ROUGE-L")]
+    assert abs(metrics["macro"]["mBMR"] - sum(parts) / 3) < 1e-12

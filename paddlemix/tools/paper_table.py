@@ -1,0 +1,44 @@
+"""Print and write the paper's results table for a run.
+
+    python -m paddlemix.tools.paper_table --pred_dir DIR [--metrics_dir DIR] [--out_dir DIR]
+
+Uses ``metrics_<TASK>.json`` from ``--metrics_dir`` (default: ``--pred_dir``) where present and
+scores ``pred_<TASK>.jsonl`` otherwise (VG, RO, GC, MII and QA for LLaVA-Med); writes
+``paper_table.md`` and ``paper_table.json`` to ``--out_dir`` (default: the metrics dir).
+"""
+
+import argparse
+import os
+import sys
+
+from paddlemix.bird.evaluate import evaluate_file, write_metrics
+from paddlemix.bird.paper_table import PAPER_ROWS, load_metrics_dir, write_paper_table
+
+
+def collect_metrics(pred_dir: str, metrics_dir: str) -> dict:
+    metrics = load_metrics_dir(metrics_dir)
+    for task in dict.fromkeys(r[0] for r in PAPER_ROWS):
+        pred = os.path.join(pred_dir, f"pred_{task}.jsonl")
+        if task not in metrics and os.path.isfile(pred):
+            print(f"paper_table: scoring {pred}", file=sys.stderr)
+            metrics[task] = evaluate_file(pred, task)
+            write_metrics(metrics[task], os.path.join(metrics_dir, f"metrics_{task}.json"))
+    return metrics
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--pred_dir", required=True, help="folder with pred_<TASK>.jsonl")
+    p.add_argument("--metrics_dir", default=None, help="folder with metrics_<TASK>.json (default: pred_dir)")
+    p.add_argument("--out_dir", default=None, help="where to write paper_table.md/json (default: metrics_dir)")
+    args = p.parse_args(argv)
+    metrics_dir = args.metrics_dir or args.pred_dir
+    metrics = collect_metrics(args.pred_dir, metrics_dir)
+    md_path, json_path, markdown = write_paper_table(metrics, args.out_dir or metrics_dir)
+    print(markdown)
+    print(f"wrote {md_path} and {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
