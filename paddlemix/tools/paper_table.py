@@ -15,9 +15,9 @@ from paddlemix.bird.evaluate import evaluate_file, write_metrics
 from paddlemix.bird.paper_table import PAPER_ROWS, load_metrics_dir, write_paper_table
 
 
-def collect_metrics(pred_dir: str, metrics_dir: str) -> dict:
+def collect_metrics(pred_dir: str, metrics_dir: str, score_missing: bool = True) -> dict:
     metrics = load_metrics_dir(metrics_dir)
-    for task in dict.fromkeys(r[0] for r in PAPER_ROWS):
+    for task in dict.fromkeys(r[0] for r in PAPER_ROWS) if score_missing else ():
         pred = os.path.join(pred_dir, f"pred_{task}.jsonl")
         if task not in metrics and os.path.isfile(pred):
             print(f"paper_table: scoring {pred}", file=sys.stderr)
@@ -31,9 +31,10 @@ def main(argv=None) -> int:
     p.add_argument("--pred_dir", required=True, help="folder with pred_<TASK>.jsonl")
     p.add_argument("--metrics_dir", default=None, help="folder with metrics_<TASK>.json (default: pred_dir)")
     p.add_argument("--out_dir", default=None, help="where to write paper_table.md/json (default: metrics_dir)")
+    p.add_argument("--metrics_only", action="store_true", help="use existing metrics files, score nothing")
     args = p.parse_args(argv)
     metrics_dir = args.metrics_dir or args.pred_dir
-    metrics = collect_metrics(args.pred_dir, metrics_dir)
+    metrics = collect_metrics(args.pred_dir, metrics_dir, score_missing=not args.metrics_only)
     md_path, json_path, markdown = write_paper_table(metrics, args.out_dir or metrics_dir)
     print(markdown)
     print(f"wrote {md_path} and {json_path}")

@@ -55,7 +55,9 @@ def test_eval_all_scores_present_files_and_summarises(tmp_path):
     proc = run_eval_all([str(pred_dir), str(out_dir)], {}, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "missing (not scored): pred_GC.jsonl pred_MII.jsonl" in proc.stdout
-    assert sorted(os.listdir(out_dir)) == ["metrics_RO.json", "metrics_VG.json", "summary.csv", "summary.md"]
+    assert sorted(os.listdir(out_dir)) == [
+        "metrics_RO.json", "metrics_VG.json", "paper_table.json", "paper_table.md", "summary.csv", "summary.md"
+    ]
     rows = read_csv(out_dir / "summary.csv")
     assert rows[0] == ["task", "metric", "ct", "mr", "x", "macro"]
     assert [r[:2] for r in rows[1:]] == [

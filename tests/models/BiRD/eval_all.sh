@@ -58,7 +58,7 @@ fi
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m paddlemix.bird.report --out_dir "$OUT_DIR" "$@" || exit 1
 # The paper's table from the metrics just written (rows without predictions say so).
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m paddlemix.tools.paper_table --pred_dir "$PRED_DIR" \
-    --metrics_dir "$OUT_DIR" || exit 1
+    --metrics_dir "$OUT_DIR" --metrics_only || exit 1
 if [ -n "$failed" ]; then
     echo "error: scoring failed for:$failed" >&2
     exit 1
