@@ -107,45 +107,32 @@ def parse_boxes(text) -> ParsedBoxes:
     return result
 
 
-def _parse_into(text: str, result: ParsedBoxes) -> None:
-    tagged = list(_BOX_TAG_RE.finditer(text))
-    if tagged:
-        # Read each <box> tag and attach the nearest preceding <ref> phrase.
-        refs = [(m.start(), m.group(1).strip()) for m in _REF_RE.finditer(text)]
-        for tag in tagged:
-            label = None
-            for pos, phrase in refs:
-                if pos < tag.start():
-                    label = phrase
-            inner = tag.group(1)
-            found = False
-            for m in _BOX_RE.finditer(inner):
-                box = _read_box(m)
-                if box is None:
-                    result.unparsed.append(m.group(0))
-                else:
-                    result.boxes.append(box)
-                    result.refs.append(label)
-                found = True
-            if not found:
-                result.unparsed.append(tag.group(0))
-        # Bare pairs written outside any tag still count.
-        outside = _BOX_TAG_RE.sub(" ", text)
-        for m in _BOX_RE.finditer(outside):
-            box = _read_box(m)
-            if box is None:
-                result.unparsed.append(m.group(0))
-            else:
-                result.boxes.append(box)
-                result.refs.append(None)
-        return
+def _collect_pairs(text: str, label: Optional[str], result: ParsedBoxes) -> bool:
+    """Add every corner pair in ``text`` under ``label``; True if any pair was seen."""
+    found = False
     for m in _BOX_RE.finditer(text):
+        found = True
         box = _read_box(m)
         if box is None:
             result.unparsed.append(m.group(0))
         else:
             result.boxes.append(box)
-            result.refs.append(None)
+            result.refs.append(label)
+    return found
+
+
+def _parse_into(text: str, result: ParsedBoxes) -> None:
+    # Each <box> tag takes the nearest <ref> phrase before it.
+    refs = [(m.start(), m.group(1).strip()) for m in _REF_RE.finditer(text)]
+    for tag in _BOX_TAG_RE.finditer(text):
+        label = None
+        for pos, phrase in refs:
+            if pos < tag.start():
+                label = phrase
+        if not _collect_pairs(tag.group(1), label, result):
+            result.unparsed.append(tag.group(0))
+    # Bare pairs written outside any tag still count.
+    _collect_pairs(_BOX_TAG_RE.sub(" ", text), None, result)
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
