@@ -74,10 +74,9 @@ class DataArguments:
 class BiRDTrainer(Trainer):
     """PaddleNLP ``Trainer`` with length-grouped batches and a padding-fraction log."""
 
-    group_batches = 64
-
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, group_batches: int = 64, **kwargs):
         super().__init__(*args, **kwargs)
+        self.group_batches = group_batches
         self._tokens = [0, 0]  # real, computed (since the last log)
 
     def get_train_dataloader(self):
@@ -226,8 +225,8 @@ def main(argv=None):
                          show_progress=training_args.local_rank <= 0)
     logger.info(f"training data: {dataset.summary()}")
 
-    BiRDTrainer.group_batches = data_args.group_batches
     trainer = BiRDTrainer(
+        group_batches=data_args.group_batches,
         model=model,
         args=training_args,
         train_dataset=dataset,
