@@ -1,0 +1,47 @@
+"""Save a randomly initialised Qwen-VL preset as a checkpoint: the "untrained" model a run starts from.
+
+    python -m paddlemix.tools.init_checkpoint --preset tiny --seed 42 --output_dir DIR
+
+The weights are exactly those ``supervised_finetune`` builds for ``model_preset`` with the same
+``seed`` (the same construction code runs), so scoring this checkpoint shows what training added.
+The tokenizer files are written next to the weights, so ``infer.py`` and ``load_model`` read the
+directory like any trained checkpoint.
+"""
+
+import argparse
+import os
+import sys
+
+
+def init_checkpoint(preset: str, seed: int, output_dir: str) -> str:
+    """Build ``preset`` with ``seed`` as training does, save model and tokenizer to ``output_dir``."""
+    from paddlenlp.trainer import TrainingArguments
+
+    from paddlemix.tools.supervised_finetune import ModelArguments, build_model, build_tokenizer
+
+    model_args = ModelArguments(model_preset=preset, freeze_vision=False)
+    training_args = TrainingArguments(output_dir=output_dir, seed=seed)
+    model = build_model(model_args, training_args)
+    os.makedirs(output_dir, exist_ok=True)
+    model.save_pretrained(output_dir)
+    build_tokenizer(model_args, model.config).save_pretrained(output_dir)
+    return output_dir
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", required=True, help="a Qwen-VL preset name, e.g. tiny")
+    parser.add_argument("--seed", type=int, default=42, help="the training run's seed (default %(default)s)")
+    parser.add_argument("--output_dir", required=True)
+    args = parser.parse_args(argv)
+    from paddlemix.models.qwen_vl.configuration import PRESETS
+
+    if args.preset not in PRESETS:
+        parser.error(f"unknown preset {args.preset!r}; known: {', '.join(sorted(PRESETS))}")
+    init_checkpoint(args.preset, args.seed, args.output_dir)
+    print(f"wrote the randomly initialised {args.preset} model (seed {args.seed}) to {args.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
