@@ -1,8 +1,13 @@
-"""Summaries of several metrics files: one table, rows task × metric, columns modalities + macro.
+"""Summaries of metrics files: one run's table (rows task × metric, columns modalities + macro), or
+several runs side by side (rows task × metric, one column per run).
 
 ``python -m paddlemix.bird.report --out_dir DIR metrics_VG.json metrics_RO.json ...`` writes
 ``DIR/summary.csv`` (full precision, empty cell where a task has no such modality or a metric is
 null) and ``DIR/summary.md`` (the same table, four decimals, with each task's record count).
+
+``python -m paddlemix.bird.report --out_dir DIR --compare trained=RUN1 untrained=RUN2 ...`` reads
+the ``metrics_<TASK>.json`` files in each run directory and writes ``DIR/summary.md`` (macro and
+micro tables, a column per run and the best run per metric) and ``DIR/summary.csv``.
 """
 
 import argparse
@@ -10,7 +15,7 @@ import csv
 import json
 import os
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .evaluate import metric_columns
 from .metrics import modality_order
@@ -70,13 +75,115 @@ def write_summary(metrics_files: Sequence[str], out_dir: str) -> Tuple[str, str]
     return md_path, csv_path
 
 
+# Metrics where a smaller value is the better one (the rest: larger is better).
+LOWER_IS_BETTER = frozenset({"parse_failure_rate"})
+
+
+def load_run(run_dir: str) -> List[dict]:
+    """The metrics of one run: every ``metrics_<TASK>.json`` in ``run_dir``, in task order."""
+    paths = [os.path.join(run_dir, f"metrics_{task}.json") for task in SCORED_TASKS]
+    paths = [p for p in paths if os.path.isfile(p)]
+    if not paths:
+        raise ValueError(f"{run_dir}: no metrics_<TASK>.json files (run eval.py or eval_all.sh first)")
+    return load_metrics(paths)
+
+
+def best_runs(metric: str, values: Dict[str, Optional[float]]) -> List[str]:
+    """The run(s) with the best value of ``metric`` (ties all listed); none unless two runs have a value."""
+    scored = {run: v for run, v in values.items() if v is not None}
+    if len(scored) < 2:
+        return []
+    best = min(scored.values()) if metric in LOWER_IS_BETTER else max(scored.values())
+    return [run for run, v in scored.items() if v == best]
+
+
+def comparison_table(
+    runs: Sequence[Tuple[str, Sequence[dict]]], average: str = "macro"
+) -> Tuple[List[str], List[List[object]]]:
+    """Header and rows (task, metric, one value per run, best run(s)) of the ``average`` ("macro"
+    or "micro") values; None where a run did not score that task or the metric is null."""
+    if average not in ("macro", "micro"):
+        raise ValueError(f"average must be 'macro' or 'micro', got {average!r}")
+    by_run = [(name, {m["task"]: m for m in metrics}) for name, metrics in runs]
+    tasks = [t for t in SCORED_TASKS if any(t in per_task for _, per_task in by_run)]
+    header = ["task", "metric"] + [name for name, _ in by_run] + ["best"]
+    rows = []
+    for task in tasks:
+        columns = next(metric_columns(per_task[task]) for _, per_task in by_run if task in per_task)
+        for column in columns:
+            values = {name: per_task[task][average].get(column) if task in per_task else None
+                      for name, per_task in by_run}
+            rows.append([task, column] + list(values.values()) + [", ".join(best_runs(column, values))])
+    return header, rows
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 3) + ["---"]) + "|"]
+    for row in rows:
+        cells = list(row[:2]) + ["" if v is None else f"{v:.4f}" for v in row[2:-1]] + [row[-1]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(runs: Sequence[Tuple[str, str]], out_dir: str, notes: Sequence[str] = ()) -> Tuple[str, str]:
+    """Compare runs given as ``(name, directory with metrics_<TASK>.json)``: write ``summary.md``
+    (macro and micro tables, then ``notes`` as lines) and ``summary.csv`` into ``out_dir``."""
+    if not runs:
+        raise ValueError("no runs to compare")
+    names = [name for name, _ in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"run names must differ: {names}")
+    loaded = [(name, load_run(run_dir)) for name, run_dir in runs]
+    tables = {average: comparison_table(loaded, average) for average in ("macro", "micro")}
+    os.makedirs(out_dir, exist_ok=True)
+    csv_path = os.path.join(out_dir, "summary.csv")
+    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["average"] + tables["macro"][0])
+        for average, (_, rows) in tables.items():
+            for row in rows:
+                writer.writerow([average] + row[:2] + ["" if v is None else repr(float(v)) for v in row[2:-1]] + [row[-1]])
+    md_path = os.path.join(out_dir, "summary.md")
+    with open(md_path, "w", encoding="utf-8") as handle:
+        handle.write("# BiRD evaluation: " + " vs ".join(names) + "\n\n")
+        for name, run_dir in runs:
+            counts = ", ".join(f"{m['task']} {m['n']}" for m in dict(loaded)[name])
+            handle.write(f"- {name}: `{run_dir}` (records scored: {counts})\n")
+        handle.write(
+            "\nValues are fractions (CIDEr unbounded); an empty cell is a task the run did not answer or a "
+            "null metric. `best` names the run with the highest value (lowest for parse_failure_rate).\n"
+        )
+        for average, (header, rows) in tables.items():
+            what = "unweighted mean over modalities" if average == "macro" else "mean over records"
+            handle.write(f"\n## {average} ({what})\n\n")
+            handle.write(_markdown_table(header, rows))
+        if notes:
+            handle.write("\n" + "\n".join(notes) + "\n")
+    return md_path, csv_path
+
+
+def _parse_run(text: str) -> Tuple[str, str]:
+    name, sep, run_dir = text.partition("=")
+    if not sep or not name or not run_dir:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
+    return name, run_dir
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Summarise BiRD metrics files into summary.md and summary.csv.")
     parser.add_argument("--out_dir", required=True, help="directory for summary.md and summary.csv")
-    parser.add_argument("metrics_files", nargs="+", help="metrics_<TASK>.json files written by eval.py")
+    parser.add_argument("metrics_files", nargs="*", help="metrics_<TASK>.json files written by eval.py")
+    parser.add_argument("--compare", nargs="+", type=_parse_run, metavar="NAME=DIR",
+                        help="compare runs instead: each DIR holds one run's metrics_<TASK>.json files")
+    parser.add_argument("--note", action="append", default=[], help="a line to append to a comparison (repeatable)")
     args = parser.parse_args(argv)
+    if bool(args.metrics_files) == bool(args.compare):
+        parser.error("give either metrics files (one run) or --compare NAME=DIR ... (several runs)")
     try:
-        md_path, csv_path = write_summary(args.metrics_files, args.out_dir)
+        if args.compare:
+            md_path, csv_path = write_comparison(args.compare, args.out_dir, args.note)
+        else:
+            md_path, csv_path = write_summary(args.metrics_files, args.out_dir)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
