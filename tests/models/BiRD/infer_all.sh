@@ -3,7 +3,8 @@
 #   sh tests/models/BiRD/infer_all.sh [CHECKPOINT] [TEST_DIR] [IMAGE_ROOT] [PRED_DIR]
 # or set the same names as environment variables. TEST_DIR holds test_{VG,RO,GC,MII}.json; each
 # writes PRED_DIR/pred_<TASK>.jsonl (resumed if present). BATCH_SIZE (8), MAX_NEW_TOKENS (256),
-# PROMPT_FORMAT (chatml), PYTHON and EXTRA_ARGS (passed to infer.py) tune the run.
+# PROMPT_FORMAT (chatml), PYTHON and EXTRA_ARGS (passed to infer.py) tune the run;
+# MAX_NEW_TOKENS_VG, _RO, _GC, _MII override MAX_NEW_TOKENS for one task (short VG/RO answers).
 set -eu
 CHECKPOINT=${1:-${CHECKPOINT:?set CHECKPOINT (model directory) or pass it as the first argument}}
 TEST_DIR=${2:-${TEST_DIR:?set TEST_DIR (folder with test_VG.json ...)}}
@@ -20,11 +21,12 @@ for TASK in VG RO GC MII; do
     continue
   fi
   found=$((found + 1))
-  echo "infer_all: $TASK"
+  eval "NEW_TOKENS=\${MAX_NEW_TOKENS_$TASK:-\${MAX_NEW_TOKENS:-256}}"
+  echo "infer_all: $TASK (max_new_tokens $NEW_TOKENS)"
   # shellcheck disable=SC2086
   "$PYTHON" "$HERE/infer.py" --checkpoint "$CHECKPOINT" --json_path "$TEST_FILE" --image_root "$IMAGE_ROOT" \
     --output_file "$PRED_DIR/pred_$TASK.jsonl" --task "$TASK" --batch_size "${BATCH_SIZE:-8}" \
-    --max_new_tokens "${MAX_NEW_TOKENS:-256}" --prompt_format "${PROMPT_FORMAT:-chatml}" ${EXTRA_ARGS:-}
+    --max_new_tokens "$NEW_TOKENS" --prompt_format "${PROMPT_FORMAT:-chatml}" ${EXTRA_ARGS:-}
 done
 if [ "$found" -eq 0 ]; then
   echo "infer_all: no test_<TASK>.json in $TEST_DIR" >&2
