@@ -1,56 +1,86 @@
 #!/usr/bin/env bash
 # The main job on the embedded default, on CPU:
 #   set-up → demo SA-Med2D set from package-shipped images and masks → Med-GRIT conversations
-#   → train the tiny Qwen-VL preset → batch inference → evaluation → report (reports/demo/).
-# Stages whose code is not in the repository yet are reported as missing and skipped.
-#   DEMO_DIR (data/demo), OUTPUT_DIR (output/demo), REPORT_DIR (reports/demo) move the outputs.
+#   → the untrained model (same preset and seed) saved → training → batch inference of the trained
+#   and the untrained model → image-blind baselines → evaluation → loss curve, VG gallery and the
+#   comparison in reports/demo/summary.md.
+#
+# Outputs: DEMO_DIR (data/demo), OUTPUT_DIR (output/demo: the trained model), UNTRAINED_DIR
+# (OUTPUT_DIR_untrained), REPORT_DIR (reports/demo: trained/, untrained/, baselines/ with their
+# predictions and metrics, summary.md, loss.png, gallery/index.html).
+# Knobs (defaults are the measured demo; smaller values make a quick smoke run):
+#   DEMO_MAX_IMAGES   images in the demo set (400)
+#   MEDGRIT_ARGS      build_medgrit options ("--max_turns 8 --max_mii_regions 2")
+#   TRAIN_ARGS        extra --key value pairs for training, e.g. "--max_steps 2"
+#   MAX_NEW_TOKENS_VG, _RO, _GC, _MII   generation budget per task (64, 16, 64, 160)
+#   INFER_BATCH_SIZE  inference batch (64)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO_DIR=${DEMO_DIR:-data/demo}
 OUTPUT_DIR=${OUTPUT_DIR:-output/demo}
+UNTRAINED_DIR=${UNTRAINED_DIR:-${OUTPUT_DIR}_untrained}
 REPORT_DIR=${REPORT_DIR:-reports/demo}
+CONFIG=paddlemix/config/BiRD/sft_argument_demo.json
+SA_ROOT=$DEMO_DIR/sa_med2d
+IMAGES=$SA_ROOT/images
+MEDGRIT=$DEMO_DIR/medgrit
 PY=.venv/bin/python
+export MAX_NEW_TOKENS_VG=${MAX_NEW_TOKENS_VG:-64} MAX_NEW_TOKENS_RO=${MAX_NEW_TOKENS_RO:-16}
+export MAX_NEW_TOKENS_GC=${MAX_NEW_TOKENS_GC:-64} MAX_NEW_TOKENS_MII=${MAX_NEW_TOKENS_MII:-160}
 start=$(date +%s)
-missing=()
 
 stage() { printf '\n=== [%s] %s (%ds)\n' "$1" "$2" "$(( $(date +%s) - start ))"; }
-have_module() { [ -f "$1" ]; }
 
-stage 1/7 "environment"
+stage 1/9 "environment"
 bash scripts/setup_env.sh
 
-stage 2/7 "embedded demo set (SA-Med2D layout) → $DEMO_DIR/sa_med2d"
-if have_module paddlemix/tools/build_demo_data.py; then
-  $PY -m paddlemix.tools.build_demo_data --out_dir "$DEMO_DIR/sa_med2d"
-else missing+=("demo data builder (paddlemix/tools/build_demo_data.py)"); fi
+stage 2/9 "embedded demo set (SA-Med2D layout) → $SA_ROOT"
+$PY -m paddlemix.tools.build_demo_data --out_dir "$SA_ROOT" --max_images "${DEMO_MAX_IMAGES:-400}"
 
-stage 3/7 "Med-GRIT conversations → $DEMO_DIR/medgrit"
-if have_module paddlemix/tools/build_medgrit.py && [ -d "$DEMO_DIR/sa_med2d" ]; then
-  $PY -m paddlemix.tools.build_medgrit --sa_root "$DEMO_DIR/sa_med2d" --out_dir "$DEMO_DIR/medgrit"
-else missing+=("Med-GRIT construction (paddlemix/tools/build_medgrit.py)"); fi
+stage 3/9 "Med-GRIT conversations → $MEDGRIT"
+# shellcheck disable=SC2086
+$PY -m paddlemix.tools.build_medgrit --sa_root "$SA_ROOT" --out_dir "$MEDGRIT" \
+  ${MEDGRIT_ARGS:---max_turns 8 --max_mii_regions 2}
 
-stage 4/7 "training the tiny preset on CPU → $OUTPUT_DIR"
-if have_module paddlemix/tools/supervised_finetune.py && [ -f paddlemix/config/BiRD/sft_argument_demo.json ]; then
-  sh train.sh cpu paddlemix/config/BiRD/sft_argument_demo.json --train_json "$DEMO_DIR/medgrit/train.json" \
-    --image_root "$DEMO_DIR/sa_med2d/images" --output_dir "$OUTPUT_DIR" --overwrite_output_dir true ${TRAIN_ARGS:-}
-else missing+=("training (paddlemix/tools/supervised_finetune.py, sft_argument_demo.json)"); fi
+stage 4/9 "the untrained model (the run's preset and seed, before any step) → $UNTRAINED_DIR"
+read -r PRESET SEED < <($PY -c 'import json, sys; c = json.load(open(sys.argv[1])); print(c["model_preset"], c["seed"])' "$CONFIG")
+$PY -m paddlemix.tools.init_checkpoint --preset "$PRESET" --seed "$SEED" --output_dir "$UNTRAINED_DIR"
 
-stage 5/7 "batch inference → $REPORT_DIR/pred"
-if have_module tests/models/BiRD/infer.py && [ -d "$OUTPUT_DIR" ]; then
-  rm -rf "$REPORT_DIR/pred"  # predictions of an earlier model must not be resumed into this one's
-  CHECKPOINT="$OUTPUT_DIR" TEST_DIR="$DEMO_DIR/medgrit" IMAGE_ROOT="$DEMO_DIR/sa_med2d/images" PRED_DIR="$REPORT_DIR/pred" \
-    PYTHON=$PY sh tests/models/BiRD/infer_all.sh
-else missing+=("batch inference (tests/models/BiRD/infer.py)"); fi
+stage 5/9 "training the $PRESET preset on CPU → $OUTPUT_DIR"
+# shellcheck disable=SC2086
+sh train.sh cpu "$CONFIG" --train_json "$MEDGRIT/train.json" --image_root "$IMAGES" \
+  --output_dir "$OUTPUT_DIR" --overwrite_output_dir true ${TRAIN_ARGS:-}
 
-stage 6/7 "evaluation → $REPORT_DIR"
-if have_module tests/models/BiRD/eval.py && [ -d "$REPORT_DIR/pred" ]; then
-  PYTHON=$PY sh tests/models/BiRD/eval_all.sh "$REPORT_DIR/pred" "$REPORT_DIR"
-else missing+=("evaluation (tests/models/BiRD/eval.py)"); fi
+stage 6/9 "batch inference, trained and untrained → $REPORT_DIR/{trained,untrained}/pred"
+rm -rf "$REPORT_DIR/trained" "$REPORT_DIR/untrained" "$REPORT_DIR/baselines" "$REPORT_DIR/gallery"
+for RUN in trained untrained; do
+  if [ "$RUN" = trained ]; then CKPT=$OUTPUT_DIR; else CKPT=$UNTRAINED_DIR; fi
+  echo "--- $RUN model: $CKPT"
+  CHECKPOINT="$CKPT" TEST_DIR="$MEDGRIT" IMAGE_ROOT="$IMAGES" PRED_DIR="$REPORT_DIR/$RUN/pred" \
+    BATCH_SIZE="${INFER_BATCH_SIZE:-64}" PYTHON=$PY sh tests/models/BiRD/infer_all.sh
+done
 
-stage 7/7 "report"
-if [ -f "$REPORT_DIR/summary.md" ]; then cat "$REPORT_DIR/summary.md"; fi
+stage 7/9 "image-blind baselines (VG class-mean box, RO majority class) → $REPORT_DIR/baselines/pred"
+$PY -m paddlemix.tools.baselines --train_json "$MEDGRIT/train.json" --test_dir "$MEDGRIT" \
+  --out_dir "$REPORT_DIR/baselines/pred"
+
+stage 8/9 "evaluation → $REPORT_DIR/{trained,untrained,baselines}"
+for RUN in trained untrained baselines; do
+  echo "--- $RUN"
+  PYTHON=$PY sh tests/models/BiRD/eval_all.sh "$REPORT_DIR/$RUN/pred" "$REPORT_DIR/$RUN"
+done
+
+stage 9/9 "report: loss curve, VG gallery, comparison → $REPORT_DIR"
+$PY -m paddlemix.tools.plot_loss --trainer_state "$OUTPUT_DIR" --out "$REPORT_DIR/loss.png" \
+  --title "BiRD demo: $PRESET preset, training loss"
+$PY -m paddlemix.tools.draw_boxes --pred_file "$REPORT_DIR/trained/pred/pred_VG.jsonl" --image_root "$IMAGES" \
+  --out_dir "$REPORT_DIR/gallery"
+$PY -m paddlemix.bird.report --out_dir "$REPORT_DIR" \
+  --compare trained="$REPORT_DIR/trained" untrained="$REPORT_DIR/untrained" baseline="$REPORT_DIR/baselines" \
+  --note "trained: \`$CONFIG\` (preset $PRESET, seed $SEED) on \`$MEDGRIT/train.json\`; extra training arguments: ${TRAIN_ARGS:-none}." \
+  --note "untrained: the same preset and seed saved before the first step (\`$UNTRAINED_DIR\`)." \
+  --note "baseline: image-blind — VG answers the class-mean training box of the asked class, RO the most frequent training name." \
+  --note "Training loss: \`loss.png\`; VG boxes, worst first: \`gallery/index.html\`; per-modality tables: \`<run>/summary.md\`."
+echo
+cat "$REPORT_DIR/summary.md"
 printf '\ndemo finished in %ds\n' "$(( $(date +%s) - start ))"
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "not in the repository yet, skipped:"
-  printf '  - %s\n' "${missing[@]}"
-fi

@@ -1,0 +1,80 @@
+"""The demo, shortened: ``bash scripts/demo.sh`` on 24 images, 2 training steps and a few generated
+tokens, into temporary directories. Checks that every stage leaves what the report promises (the
+numbers of such a short run mean nothing; the full demo's are in the README)."""
+
+import json
+import os
+import subprocess
+
+import pytest
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METRIC_KEYS = {
+    "VG": {"Recall@0.5", "Acc@0.5", "mIoU", "parse_failure_rate"},
+    "RO": {"accuracy", "exact_match"},
+    "GC": {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE"},
+    "MII": {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE"},
+}
+RUN_TASKS = {"trained": ("VG", "RO", "GC", "MII"), "untrained": ("VG", "RO", "GC", "MII"), "baselines": ("VG", "RO")}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo_e2e")
+    dirs = {name: str(root / name) for name in ("data", "output", "reports")}
+    env = dict(
+        os.environ,
+        DEMO_DIR=dirs["data"],
+        OUTPUT_DIR=dirs["output"],
+        REPORT_DIR=dirs["reports"],
+        DEMO_MAX_IMAGES="24",
+        TRAIN_ARGS="--max_steps 2 --per_device_train_batch_size 2 --logging_steps 1 --max_length 256",
+        MAX_NEW_TOKENS_VG="8",
+        MAX_NEW_TOKENS_RO="4",
+        MAX_NEW_TOKENS_GC="8",
+        MAX_NEW_TOKENS_MII="8",
+    )
+    proc = subprocess.run(["bash", "scripts/demo.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        pytest.fail(f"demo.sh exited with {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return {**dirs, "stdout": proc.stdout}
+
+
+def test_every_stage_reports_progress_and_the_total_time(demo):
+    out = demo["stdout"]
+    for k in range(1, 10):
+        assert f"=== [{k}/9]" in out
+    assert "demo finished in " in out
+
+
+def test_metrics_of_every_run_have_the_contract_keys(demo):
+    for run, tasks in RUN_TASKS.items():
+        for task in tasks:
+            with open(os.path.join(demo["reports"], run, f"metrics_{task}.json")) as handle:
+                metrics = json.load(handle)
+            assert metrics["task"] == task and metrics["n"] > 0
+            assert set(metrics["macro"]) >= METRIC_KEYS[task] and set(metrics["micro"]) >= METRIC_KEYS[task]
+            for per_modality in metrics["per_modality"].values():
+                assert set(per_modality) >= METRIC_KEYS[task] | {"n"}
+        assert not os.path.exists(os.path.join(demo["reports"], run, "metrics_QA.json"))
+
+
+def test_summary_compares_trained_untrained_and_baseline(demo):
+    with open(os.path.join(demo["reports"], "summary.md")) as handle:
+        md = handle.read()
+    assert "| task | metric | trained | untrained | baseline | best |" in md
+    for task, keys in METRIC_KEYS.items():
+        for key in keys:
+            assert f"| {task} | {key} |" in md
+    assert "`loss.png`" in md and "`gallery/index.html`" in md
+
+
+def test_loss_curve_gallery_and_untrained_checkpoint(demo):
+    with Image.open(os.path.join(demo["reports"], "loss.png")) as image:
+        assert image.format == "PNG"
+    assert os.path.isfile(os.path.join(demo["reports"], "gallery", "index.html"))
+    untrained = demo["output"] + "_untrained"
+    assert {"model_state.pdparams", "tokenizer_config.json"} <= set(os.listdir(untrained))
+    with open(os.path.join(demo["output"], "trainer_state.json")) as handle:
+        assert json.load(handle)["global_step"] == 2
