@@ -141,35 +141,27 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         tie_word_embeddings=False,
         visual=dict(DEFAULT_VISUAL),
     ),
-    "tiny": dict(
-        vocab_size=151936,
-        hidden_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        kv_channels=32,
-        intermediate_size=512,
-        layer_norm_epsilon=1e-6,
-        rotary_emb_base=10000,
-        rotary_pct=1.0,
-        seq_length=2048,
-        max_position_embeddings=8192,
-        use_dynamic_ntk=True,
-        use_logn_attn=True,
-        no_bias=True,
-        tie_word_embeddings=False,
-        visual=dict(
-            DEFAULT_VISUAL,
-            width=64,
-            layers=2,
-            heads=4,
-            image_size=224,
-            patch_size=14,
-            n_queries=64,
-            output_dim=128,
-            pos_embed_size=64,
-        ),
-    ),
 }
+# The tiny model keeps every architectural switch of the published one and shrinks only the sizes.
+PRESETS["tiny"] = dict(
+    copy.deepcopy(PRESETS["qwen-vl-chat-7b"]),
+    hidden_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    kv_channels=32,
+    intermediate_size=512,
+    visual=dict(
+        DEFAULT_VISUAL,
+        width=64,
+        layers=2,
+        heads=4,
+        image_size=224,
+        patch_size=14,
+        n_queries=64,
+        output_dim=128,
+        pos_embed_size=64,
+    ),
+)
 # The CPU demo's model: ``tiny`` at half the width. With the real 151,936-id vocabulary the LM head
 # and its softmax cost most of a small model's step, and that cost grows with the width, so the
 # narrower model takes more optimizer steps in the demo's time budget.
