@@ -15,10 +15,13 @@ For every image the masks JSON lists:
    case is in both and every modality with at least two cases appears in test.
 
 Outputs in ``out_dir``: ``train.json`` (one record per image and task, multi-turn: at most
-``max_turns`` turns, a seeded random subset when the image offers more; one task per record keeps
-``task`` a canonical id and makes single-task subsets a filter away), ``test_{VG,RO,GC,MII}.json``
-(one single-turn record per image and task — a seeded random phrase or region — so ``id`` stays
-the image stem as the release format and upstream inference expect), and ``stats.json``. Records are
+``max_turns`` turns, a seeded random subset when the image offers more — or, for the tasks in
+``split_tasks``, every turn, in as many records of at most ``max_turns`` turns as needed; one task
+per record keeps ``task`` a canonical id and makes single-task subsets a filter away),
+``test_{VG,RO,GC,MII}.json`` (single-turn records — seeded random phrases or regions —, by default
+one per image and task so that ``id`` is the image stem as the release format and upstream
+inference expect; ``test_questions`` > 1 asks up to that many different questions per image), and
+``stats.json``. The k-th record of an image and task (k > 1) has the id ``<stem>--q<k>``. Records are
 ``{"id": stem, "image": "<stem>.png", "task", "conversations"}``; images are relative to
 ``<sa_root>/images``, so that folder is the ``image_root`` for the loader and for inference.
 
@@ -457,10 +460,13 @@ def _mii_answer(entry, by_label, rng, ctx, max_regions) -> str:
     return " ".join(parts)
 
 
-def _record(entry: ImageEntry, task: str, turns: Sequence[Tuple[str, str]]) -> dict:
+def _record(entry: ImageEntry, task: str, turns: Sequence[Tuple[str, str]], part: int = 0) -> dict:
+    """One record; the ``part``-th record of an image and task gets the id ``<stem>--q<part + 1>``
+    (the first keeps the bare stem, as the release format has it)."""
     conversations = [[q, a] for q, a in turns]
     conversations[0][0] = with_image(conversations[0][0], entry.image)
-    return {"id": entry.name.stem, "image": entry.image, "task": task, "conversations": conversations}
+    rec_id = entry.name.stem if part == 0 else f"{entry.name.stem}--q{part + 1}"
+    return {"id": rec_id, "image": entry.image, "task": task, "conversations": conversations}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -599,13 +605,18 @@ def build_medgrit(
     strict: bool = False,
     max_turns: int = 8,
     max_mii_regions: int = 10,
+    split_tasks: Sequence[str] = (),
+    test_questions: int = 1,
     rewriter=None,
     rewrite_workers: int = 4,
     progress: bool = True,
 ) -> dict:
     """Build train/test Med-GRIT files from an SA-Med2D folder; returns (and writes) the stats."""
-    if max_turns < 1 or max_mii_regions < 1:
-        raise ValueError("max_turns and max_mii_regions must be at least 1")
+    if max_turns < 1 or max_mii_regions < 1 or test_questions < 1:
+        raise ValueError("max_turns, max_mii_regions and test_questions must be at least 1")
+    unknown = sorted(set(split_tasks) - set(TASKS))
+    if unknown:
+        raise ValueError(f"split_tasks: unknown task(s) {unknown}; known: {list(TASKS)}")
     mask_json = mask_json or os.path.join(sa_root, MASK_JSON)
     class_json = class_json or find_class_json(sa_root)
     classes = load_class_names(class_json)
@@ -633,7 +644,11 @@ def build_medgrit(
             if not turns[task]:
                 continue
             if in_test:
-                test[task].append(_record(entry, task, turns[task][:1]))
+                test[task].extend(_record(entry, task, [turn], part) for part, turn in
+                                  enumerate(turns[task][:test_questions]))
+            elif task in split_tasks:
+                train.extend(_record(entry, task, turns[task][start:start + max_turns], part) for part, start in
+                             enumerate(range(0, len(turns[task]), max_turns)))
             else:
                 train.append(_record(entry, task, turns[task][:max_turns]))
 
@@ -658,6 +673,8 @@ def build_medgrit(
             "min_mask_area": min_mask_area,
             "max_turns": max_turns,
             "max_mii_regions": max_mii_regions,
+            "split_tasks": sorted(split_tasks),
+            "test_questions": test_questions,
             "strict": strict,
         },
         "images": {"listed": len(index), "used": len(entries), **{k: images_in[k] for k in ("train", "test")}},

@@ -2,6 +2,7 @@
 
     python -m paddlemix.tools.build_medgrit --sa_root SAMed2Dv1 --out_dir data/medgrit [--seed 0]
         [--test_ratio 0.1] [--min_mask_area 16] [--mask_json F] [--class_json F] [--strict]
+        [--max_turns 8] [--max_mii_regions 10] [--split_turns VG,RO|all] [--test_questions 1]
         [--rewrite_endpoint URL --rewrite_model NAME]
 
 Writes train.json, test_{VG,RO,GC,MII}.json and stats.json to ``--out_dir``; the records' images
@@ -14,6 +15,7 @@ import os
 import sys
 
 from paddlemix.bird.construct import ChatRewriter, ConstructionError, build_medgrit
+from paddlemix.bird.tasks import TASKS
 
 
 def main(argv=None) -> int:
@@ -28,6 +30,12 @@ def main(argv=None) -> int:
     parser.add_argument("--strict", action="store_true", help="stop at the first structural error in the input")
     parser.add_argument("--max_turns", type=int, default=8, help="turns per train record (one task, one image)")
     parser.add_argument("--max_mii_regions", type=int, default=10, help="structures listed in an MII answer")
+    parser.add_argument("--split_turns", default="",
+                        help="comma-separated tasks (or 'all') whose images with more than max_turns turns give "
+                             "several train records (ids <stem>--q2, ...) instead of a random subset of max_turns")
+    parser.add_argument("--test_questions", type=int, default=1,
+                        help="single-turn test records per image and task (ids <stem>, <stem>--q2, ...; "
+                             "upstream's test files have one)")
     parser.add_argument("--rewrite_endpoint", default=None, help="OpenAI-compatible base URL or /chat/completions URL")
     parser.add_argument("--rewrite_model", default=None)
     parser.add_argument("--rewrite_api_key_env", default="OPENAI_API_KEY", help="environment variable holding the key")
@@ -35,6 +43,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
 
+    split_tasks = TASKS if args.split_turns == "all" else [t for t in args.split_turns.split(",") if t]
+    if set(split_tasks) - set(TASKS):
+        parser.error(f"--split_turns: unknown task(s) {sorted(set(split_tasks) - set(TASKS))}; known: {', '.join(TASKS)}")
     rewriter = None
     if args.rewrite_endpoint:
         if not args.rewrite_model:
@@ -53,6 +64,8 @@ def main(argv=None) -> int:
             strict=args.strict,
             max_turns=args.max_turns,
             max_mii_regions=args.max_mii_regions,
+            split_tasks=split_tasks,
+            test_questions=args.test_questions,
             rewriter=rewriter,
             rewrite_workers=args.rewrite_workers,
             progress=not args.no_progress,

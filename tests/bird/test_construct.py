@@ -446,3 +446,57 @@ def test_cli_writes_outputs_and_reports_errors(tmp_path, capsys):
     (tmp_path / "SAMed2D_v1.json").write_text("{not json")
     assert build_cli.main(["--sa_root", str(tmp_path), "--out_dir", str(out), "--no_progress"]) == 1
     assert "SAMed2D_v1.json" in capsys.readouterr().err
+
+
+def _by_image(records):
+    grouped = defaultdict(list)
+    for rec in records:
+        grouped[(rec["task"], rec["image"])].append(rec)
+    return grouped
+
+
+def test_split_turns_keeps_every_turn_and_test_questions_adds_records(built, tmp_path):
+    root, index, out, _ = built
+    split = tmp_path / "split"
+    stats = build_medgrit(str(root), str(split), seed=0, min_mask_area=1, max_turns=1, split_tasks=("VG", "RO"),
+                          test_questions=3, progress=False)
+    assert stats["config"]["split_tasks"] == ["RO", "VG"] and stats["config"]["test_questions"] == 3
+    train, test = read_outputs(split)
+    default_train, default_test = read_outputs(out)
+    labels = defaultdict(set)  # image -> labels, from the mask files
+    for stem, label in expected_boxes(root, index):
+        labels[f"{stem}.png"].add(label)
+
+    for (task, image), recs in _by_image(train).items():
+        stem = image[:-4]
+        # record k of an image is <stem>--q<k>; the first keeps the bare stem; each carries the image
+        assert [r["id"] for r in recs] == [stem] + [f"{stem}--q{k}" for k in range(2, len(recs) + 1)]
+        assert all(len(r["conversations"]) == 1 for r in recs)
+        assert all(split_image_prefix(r["conversations"][0][0])[0] == image for r in recs)
+        if task == "VG":  # every label of the image is asked exactly once over its records
+            asked = [parse_boxes(r["conversations"][0][1]).refs[0] for r in recs]
+            assert sorted(asked) == sorted(labels[image])
+        elif task in ("GC", "MII"):  # tasks not split: one record, max_turns turns
+            assert len(recs) == 1
+    n_ro = sum(len(r["conversations"]) for r in default_train if r["task"] == "RO")
+    assert sum(1 for r in train if r["task"] == "RO") == n_ro  # max_turns 8 kept all RO turns by default
+
+    for task in TASKS:
+        new = _by_image(test[task])
+        for rec in default_test[task]:  # the default single question is the first of the new ones
+            recs = new[(task, rec["image"])]
+            assert recs[0] == rec
+            assert 1 <= len(recs) <= 3 and len({r["conversations"][0][0] for r in recs}) == len(recs)
+            assert all(len(r["conversations"]) == 1 for r in recs)
+    records, report = load_medgrit([str(split / "train.json")] + [str(split / f"test_{t}.json") for t in TASKS],
+                                   str(root / "images"), strict=True)
+    assert report.ok and report.kept == len(records)
+
+
+def test_split_turns_refuses_unknown_tasks(tmp_path, capsys):
+    make_sa_root(tmp_path)
+    with pytest.raises(ValueError, match="unknown task"):
+        build_medgrit(str(tmp_path), str(tmp_path / "out"), split_tasks=("VQA",), progress=False)
+    with pytest.raises(SystemExit):
+        build_cli.main(["--sa_root", str(tmp_path), "--out_dir", str(tmp_path / "out"), "--split_turns", "VG,XX"])
+    assert "unknown task(s) ['XX']" in capsys.readouterr().err
