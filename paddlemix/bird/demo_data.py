@@ -35,7 +35,7 @@ from scipy import ndimage
 LONG_SIDE = 256  # output images are scaled so that their long side has this many pixels
 MIN_MASK_AREA = 64  # connected pieces smaller than this (output pixels) are omitted
 SLAB_SLICES = 12  # source slices per case for volumes
-DEFAULT_MAX_IMAGES = 400
+DEFAULT_MAX_IMAGES = 500
 
 MRICRON_TEMPLATES = Path("/usr/share/mricron/templates")
 MRICRON_COPYRIGHT = Path("/usr/share/doc/mricron-data/copyright")
@@ -339,7 +339,7 @@ def stardist_images_dir() -> Path | None:
     return Path(list(spec.submodule_search_locations)[0]) / "data" / "images"
 
 
-STARDIST_TILE_GRID = 4  # the 512x512 image is cut into 4x4 tiles of 128 px, one case each
+STARDIST_TILE_GRID = 8  # the 512x512 image is cut into 8x8 tiles of 64 px (about 2-4 nuclei), one case each
 
 
 def stardist_source(images_dir: Path | None = None) -> DemoSource:

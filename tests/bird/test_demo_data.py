@@ -133,7 +133,8 @@ def test_full_set_counts_cases_and_manifest(full_set):
         assert manifest["modalities"][modality]["masks"] == counts["masks"]
         assert manifest["modalities"][modality]["cases"] == len(counts["cases"])
     assert manifest["images"] == len(index)
-    assert manifest["datasets"]["stardist"]["images"] == 16  # 4x4 tiles of the 512 px image
+    grid = demo_data.STARDIST_TILE_GRID
+    assert grid == 8 and manifest["datasets"]["stardist"]["images"] == grid * grid  # 8x8 tiles of the 512 px image
     sources_md = (full_set / "SOURCES.md").read_text()
     for needle in ("mricron-data", "invesalius-examples", "stardist", "BSD-3-clause", "GPL-2", "BSD 3-Clause"):
         assert needle in sources_md
