@@ -21,12 +21,18 @@ fi
 ENTRY=paddlemix/tools/supervised_finetune.py
 LOG_DIR=${LOG_DIR:-log}
 
+# Paddle runs CPU kernels on one thread unless OMP_NUM_THREADS says otherwise; give each CPU
+# process its share of the cores (an explicit OMP_NUM_THREADS wins).
+cores=$(nproc 2>/dev/null || echo 1)
 case "$DEVICES" in
   cpu)
+    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$cores}"
     exec "$PYTHON" "$ENTRY" "$CONFIG" --device cpu "$@"
     ;;
   cpu:*)
     N=${DEVICES#cpu:}
+    per_rank=$((cores / N))
+    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$((per_rank > 0 ? per_rank : 1))}"
     # shellcheck disable=SC2086
     exec "$PYTHON" -m paddle.distributed.launch --log_dir "$LOG_DIR" --nproc_per_node "$N" ${LAUNCH_ARGS:-} \
       "$ENTRY" "$CONFIG" --device cpu "$@"

@@ -9,8 +9,9 @@
 # (OUTPUT_DIR_untrained), REPORT_DIR (reports/demo: trained/, untrained/, baselines/ with their
 # predictions and metrics, summary.md, loss.png, gallery/index.html).
 # Knobs (defaults are the measured demo; smaller values make a quick smoke run):
-#   DEMO_MAX_IMAGES   images in the demo set (400)
-#   MEDGRIT_ARGS      build_medgrit options ("--max_turns 8 --max_mii_regions 2")
+#   DEMO_MAX_IMAGES   images in the demo set (500: all 406)
+#   MEDGRIT_ARGS      build_medgrit options ("--max_turns 3 --split_turns VG,RO --test_questions 4
+#                     --max_mii_regions 2")
 #   TRAIN_ARGS        extra --key value pairs for training, e.g. "--max_steps 2"
 #   MAX_NEW_TOKENS_VG, _RO, _GC, _MII   generation budget per task (64, 16, 64, 160)
 #   INFER_BATCH_SIZE  inference batch (64)
@@ -25,6 +26,8 @@ SA_ROOT=$DEMO_DIR/sa_med2d
 IMAGES=$SA_ROOT/images
 MEDGRIT=$DEMO_DIR/medgrit
 PY=.venv/bin/python
+# Paddle uses one CPU thread unless told otherwise; inference and training get every core.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc 2>/dev/null || echo 1)}
 export MAX_NEW_TOKENS_VG=${MAX_NEW_TOKENS_VG:-64} MAX_NEW_TOKENS_RO=${MAX_NEW_TOKENS_RO:-16}
 export MAX_NEW_TOKENS_GC=${MAX_NEW_TOKENS_GC:-64} MAX_NEW_TOKENS_MII=${MAX_NEW_TOKENS_MII:-160}
 start=$(date +%s)
@@ -35,12 +38,12 @@ stage 1/9 "environment"
 bash scripts/setup_env.sh
 
 stage 2/9 "embedded demo set (SA-Med2D layout) → $SA_ROOT"
-$PY -m paddlemix.tools.build_demo_data --out_dir "$SA_ROOT" --max_images "${DEMO_MAX_IMAGES:-400}"
+$PY -m paddlemix.tools.build_demo_data --out_dir "$SA_ROOT" --max_images "${DEMO_MAX_IMAGES:-500}"
 
 stage 3/9 "Med-GRIT conversations → $MEDGRIT"
 # shellcheck disable=SC2086
 $PY -m paddlemix.tools.build_medgrit --sa_root "$SA_ROOT" --out_dir "$MEDGRIT" \
-  ${MEDGRIT_ARGS:---max_turns 8 --max_mii_regions 2}
+  ${MEDGRIT_ARGS:---max_turns 3 --split_turns VG,RO --test_questions 4 --max_mii_regions 2}
 
 stage 4/9 "the untrained model (the run's preset and seed, before any step) → $UNTRAINED_DIR"
 read -r PRESET SEED < <($PY -c 'import json, sys; c = json.load(open(sys.argv[1])); print(c["model_preset"], c["seed"])' "$CONFIG")

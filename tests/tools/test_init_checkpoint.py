@@ -55,3 +55,12 @@ def test_unknown_preset_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--preset", "no-such-preset", "--output_dir", str(tmp_path)])
     assert "unknown preset 'no-such-preset'" in capsys.readouterr().err
+
+
+def test_demo_preset_keeps_the_real_vocabulary(tmp_path):
+    from paddlemix.tools.infer import load_model
+
+    assert main(["--preset", "demo", "--seed", str(SEED), "--output_dir", str(tmp_path)]) == 0
+    model, tokenizer, _ = load_model(str(tmp_path))
+    assert (model.config.hidden_size, model.config.num_hidden_layers, model.config.vocab_size) == (64, 6, 151936)
+    assert model.config.visual["output_dim"] == 64 and tokenizer.image_span == model.config.image_span == 64
