@@ -55,9 +55,7 @@ def run_setting(setting: str, images, steps: int, batch_size: int, lr: float, se
                                        beta2=0.95, weight_decay=0.0, grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
     with_image = setting != "text"
 
-    step = 0
-
-    def sample(name, template, image):
+    def sample(name, template, image):  # reads the training loop's ``step`` (curriculum)
         question = template.format(name)
         if with_image:
             question = f"Picture 1: <img>{os.path.basename(image)}</img>\n{question}"
@@ -86,7 +84,7 @@ def run_setting(setting: str, images, steps: int, batch_size: int, lr: float, se
 
     curve = {}
     for step in range(steps + 1):
-        if step % 50 == 0:
+        if step % 50 == 0 or step == steps:
             curve[step] = exact_names()
         if step == steps:
             break

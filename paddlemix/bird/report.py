@@ -146,8 +146,8 @@ def write_comparison(runs: Sequence[Tuple[str, str]], out_dir: str, notes: Seque
     md_path = os.path.join(out_dir, "summary.md")
     with open(md_path, "w", encoding="utf-8") as handle:
         handle.write("# BiRD evaluation: " + " vs ".join(names) + "\n\n")
-        for name, run_dir in runs:
-            counts = ", ".join(f"{m['task']} {m['n']}" for m in dict(loaded)[name])
+        for (name, run_dir), (_, metrics) in zip(runs, loaded):
+            counts = ", ".join(f"{m['task']} {m['n']}" for m in metrics)
             handle.write(f"- {name}: `{run_dir}` (records scored: {counts})\n")
         handle.write(
             "\nValues are fractions (CIDEr unbounded); an empty cell is a task the run did not answer or a "

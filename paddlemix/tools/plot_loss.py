@@ -31,12 +31,16 @@ def loss_history(trainer_state: str) -> Tuple[List[int], List[float], List[float
 
 def plot_loss(trainer_state: str, out_png: str, title: str = "training loss") -> str:
     """Write the loss curve of ``trainer_state`` to ``out_png``; returns the path."""
+    return draw_loss(*loss_history(trainer_state), out_png, title)
+
+
+def draw_loss(steps: List[int], losses: List[float], rates: List[float], out_png: str, title: str) -> str:
+    """Draw ``loss_history``'s output to ``out_png``; returns the path."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a training machine
     import matplotlib.pyplot as plt
 
-    steps, losses, rates = loss_history(trainer_state)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     ax.plot(steps, losses, color="tab:blue", marker="." if len(steps) < 50 else None, label="loss")
     ax.set_xlabel("step")
@@ -64,11 +68,11 @@ def main(argv=None) -> int:
     parser.add_argument("--title", default="training loss")
     args = parser.parse_args(argv)
     try:
-        path = plot_loss(args.trainer_state, args.out, args.title)
+        steps, losses, rates = loss_history(args.trainer_state)
+        path = draw_loss(steps, losses, rates, args.out, args.title)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    steps, losses, _ = loss_history(args.trainer_state)
     print(f"wrote {path} (loss {losses[0]:.3f} at step {steps[0]} → {losses[-1]:.3f} at step {steps[-1]})")
     return 0
 

@@ -170,8 +170,7 @@ PRESETS["tiny"] = dict(
 PRESETS["demo"] = dict(
     copy.deepcopy(PRESETS["tiny"]),
     hidden_size=64,
-    num_hidden_layers=6,
-    num_attention_heads=4,
+    num_hidden_layers=6,  # tiny's 4 heads, each 16 wide
     kv_channels=16,
     intermediate_size=256,
     visual=dict(PRESETS["tiny"]["visual"], output_dim=64),
