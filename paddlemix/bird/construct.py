@@ -617,6 +617,8 @@ def build_medgrit(
     unknown = sorted(set(split_tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"split_tasks: unknown task(s) {unknown}; known: {list(TASKS)}")
+    if not os.path.isdir(sa_root):
+        raise ConstructionError(f"{sa_root}: no such folder (--sa_root is the SA-Med2D folder with images/ and masks/)")
     mask_json = mask_json or os.path.join(sa_root, MASK_JSON)
     class_json = class_json or find_class_json(sa_root)
     classes = load_class_names(class_json)

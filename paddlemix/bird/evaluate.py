@@ -31,15 +31,17 @@ def read_predictions(path: str, task: Optional[str] = None) -> Tuple[str, List[d
     records: List[dict] = []
     tasks_seen: List[str] = []
     untagged = 0
+    n_lines = 0
     with open(path, encoding="utf-8-sig") as handle:  # tolerate a byte-order mark
         for lineno, line in enumerate(handle, 1):
             if not line.strip():
                 continue
+            n_lines += 1
             where = f"{path}:{lineno}"
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise PredictionFileError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                raise PredictionFileError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
             if not isinstance(record, dict):
                 raise PredictionFileError(f"{where}: expected a JSON object, got {type(record).__name__}")
             _check_record(record, where)
@@ -55,6 +57,8 @@ def read_predictions(path: str, task: Optional[str] = None) -> Tuple[str, List[d
                 untagged += 1
             if wanted is None or record_task in (None, wanted):
                 records.append(record)
+    if n_lines == 0:
+        raise PredictionFileError(f"{path}: empty, no predictions to score (did inference read an empty test file?)")
     if wanted is None:
         if len(tasks_seen) > 1:
             raise PredictionFileError(f"{path}: records of several tasks ({', '.join(tasks_seen)}); pass --task")
@@ -166,4 +170,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from paddlemix.cli import run
+
+    sys.exit(run(main))

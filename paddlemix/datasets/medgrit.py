@@ -28,7 +28,8 @@ once per task), then its image (``missing_image``, ``unreadable_image`` when PIL
 it). A file that is not JSON, or a JSONL line that is not, is ``broken_json`` (with the line
 number). Strict mode raises :class:`MedGritError` at the first problem; lenient mode skips the
 record, counts it under its reason and keeps the message, so ``read == kept + skipped`` always
-holds (a whole broken JSON file counts as one skipped item).
+holds (a whole broken JSON file counts as one skipped item). A file with no record at all (empty,
+blank lines, ``[]``) is not an error but is listed in ``report.empty_files``.
 """
 
 import json
@@ -41,6 +42,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 from PIL import Image
 
 from paddlemix.bird.boxes import GRID, parse_boxes
+from paddlemix.cli import json_error
 from paddlemix.bird.tasks import TASKS, modality_of
 from paddlemix.processors.chat_template import split_image_prefix, with_image
 
@@ -101,10 +103,11 @@ class MedGritReport:
     skipped: Counter = field(default_factory=Counter)
     issues: List[Issue] = field(default_factory=list)
     per_task: Counter = field(default_factory=Counter)
+    empty_files: List[str] = field(default_factory=list)  # files holding no record at all
 
     @property
     def ok(self) -> bool:
-        return not self.issues
+        return not self.issues and not self.empty_files
 
     def add(self, issue: Issue) -> None:
         self.issues.append(issue)
@@ -117,12 +120,15 @@ class MedGritReport:
             "kept": self.kept,
             "skipped": {r: self.skipped[r] for r in REASONS if self.skipped[r]},
             "per_task": {str(k): v for k, v in sorted(self.per_task.items(), key=lambda kv: str(kv[0]))},
+            "empty_files": list(self.empty_files),
             "issues": [i.message for i in self.issues],
         }
 
     def format(self, max_issues: int = 20) -> str:
         lines = [f"Med-GRIT: read {self.read}, kept {self.kept}, skipped {sum(self.skipped.values())}"]
         lines.append("  files: " + ", ".join(self.files))
+        for path in self.empty_files:
+            lines.append(f"  {path}: empty (no records)")
         if self.per_task:
             tasks = ", ".join(f"{k}={v}" for k, v in sorted(self.per_task.items(), key=lambda kv: str(kv[0])))
             lines.append(f"  kept per task: {tasks}")
@@ -202,7 +208,8 @@ class _ImageChecker:
 
 def _raw_records(path: str, report: MedGritReport, fail) -> Iterator[Tuple[int, Optional[int], object]]:
     """``(index, line, raw)`` for each record; JSON that cannot be read goes to ``fail(issue)``."""
-    with open(path, encoding="utf-8") as f:
+    # utf-8-sig: a byte-order mark (as some editors write) is not part of the first record.
+    with open(path, encoding="utf-8-sig") as f:
         try:
             text = f.read()
         except UnicodeDecodeError as exc:
@@ -215,8 +222,7 @@ def _raw_records(path: str, report: MedGritReport, fail) -> Iterator[Tuple[int, 
         except json.JSONDecodeError as exc:
             if not text.lstrip().startswith("{"):
                 report.read += 1
-                where = f"line {exc.lineno} column {exc.colno}"
-                fail(Issue("broken_json", path, f"{exc.msg} at {where}", line=exc.lineno))
+                fail(Issue("broken_json", path, json_error(exc), line=exc.lineno))
                 return
         else:
             if not isinstance(data, list):
@@ -237,7 +243,7 @@ def _raw_records(path: str, report: MedGritReport, fail) -> Iterator[Tuple[int, 
         try:
             raw = json.loads(line)
         except json.JSONDecodeError as exc:
-            fail(Issue("broken_json", path, f"{exc.msg} at column {exc.colno}", index=index, line=line_no))
+            fail(Issue("broken_json", path, f"{exc.msg} (column {exc.colno})", index=index, line=line_no))
         else:
             yield index, line_no, raw
         index += 1
@@ -325,6 +331,7 @@ def load_medgrit(
     records: List[dict] = []
     for path in report.files:
         hint = task.upper() if task is not None else task_from_filename(path)
+        read_before = report.read
         for index, line, raw in _raw_records(path, report, fail):
             rid = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
             try:
@@ -344,6 +351,8 @@ def load_medgrit(
             records.append(rec)
             report.kept += 1
             report.per_task[rec["task"] or "unknown"] += 1
+        if report.read == read_before:
+            report.empty_files.append(path)
     return records, report
 
 

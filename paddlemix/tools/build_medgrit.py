@@ -14,6 +14,7 @@ import json
 import os
 import sys
 
+from paddlemix.cli import EXIT_BAD_INPUT
 from paddlemix.bird.construct import ChatRewriter, ConstructionError, build_medgrit
 from paddlemix.bird.tasks import TASKS
 
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
         )
     except ConstructionError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     except ValueError as exc:  # a bad option value (the builder checks them before reading anything)
         parser.error(str(exc))
     summary = {k: stats[k] for k in ("images", "masks", "cases", "skipped", "rewrite")}
@@ -82,4 +83,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from paddlemix.cli import run
+
+    sys.exit(run(main))

@@ -19,16 +19,19 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
 
+    from paddlemix.cli import EXIT_BAD_INPUT
     from paddlemix.models.qwen_vl.convert import ConversionError, convert_checkpoint
 
     try:
         weight_map = convert_checkpoint(args.src, args.dst, dtype=args.dtype)
     except ConversionError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     print(f"wrote {len(weight_map)} tensors to {args.dst}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from paddlemix.cli import run
+
+    sys.exit(run(main))

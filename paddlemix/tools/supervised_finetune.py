@@ -242,4 +242,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from paddlemix.cli import run  # noqa: E402
+
+    sys.exit(run(main))

@@ -3,13 +3,14 @@
     python -m paddlemix.tools.validate_medgrit --json_path test_VG.json --image_root SAMed2Dv1/images [--strict]
 
 Lenient (default): lists every problem and exits 0. ``--strict``: stops at the first problem and
-exits 1 with its message.
+exits 2 with its message (the exit codes of :mod:`paddlemix.cli`).
 """
 
 import argparse
 import json
 import sys
 
+from paddlemix.cli import EXIT_BAD_INPUT
 from paddlemix.datasets.medgrit import MedGritError, validate_medgrit
 
 
@@ -17,7 +18,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json_path", nargs="+", required=True, help="one or more Med-GRIT .json / .jsonl files")
     parser.add_argument("--image_root", required=True, help="folder the records' images are relative to")
-    parser.add_argument("--strict", action="store_true", help="stop with exit code 1 at the first problem")
+    parser.add_argument("--strict", action="store_true", help="stop with exit code 2 at the first problem")
     parser.add_argument("--no_image_check", action="store_true", help="do not open the images")
     parser.add_argument("--max_issues", type=int, default=50, help="how many problem lines to print")
     parser.add_argument("--report_json", default=None, help="also write the full report here")
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
         )
     except MedGritError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     print(report.format(max_issues=args.max_issues))
     if args.report_json:
         with open(args.report_json, "w", encoding="utf-8") as f:
@@ -38,4 +39,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from paddlemix.cli import run
+
+    sys.exit(run(main))

@@ -87,13 +87,13 @@ def test_eval_all_reports_usage_and_failures(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     proc = run_eval_all([str(empty)], {}, cwd=str(tmp_path))
-    assert proc.returncode == 1 and "nothing scored" in proc.stderr
+    assert proc.returncode == 2 and "nothing scored" in proc.stderr
     pred_dir = tmp_path / "preds"
     make_predictions(str(pred_dir))
     with open(pred_dir / "pred_RO.jsonl", "a") as handle:
         handle.write("{broken\n")
     proc = run_eval_all([str(pred_dir), str(tmp_path / "o")], {}, cwd=str(tmp_path))
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "pred_RO.jsonl:3: not valid JSON" in proc.stderr and "scoring failed for: RO" in proc.stderr
     assert [r[0] for r in read_csv(tmp_path / "o" / "summary.csv")[1:]] == ["VG"] * 4  # the rest is still summarised
 

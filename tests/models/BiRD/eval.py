@@ -9,4 +9,6 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..",
 from paddlemix.bird.evaluate import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from paddlemix.cli import run
+
+    sys.exit(run(main))

@@ -9,6 +9,7 @@
 # table (paper_table.md / paper_table.json).
 # Both may also come from the environment variables of the same names. Options:
 #   PYTHON (default python), BOOTSTRAP (resamples, default 0), CLEAN (none|upstream), IOU (0.5).
+# Exit codes as every tool's (paddlemix/cli.py): 2 when nothing could be scored or a file is bad.
 set -u
 
 PRED_DIR=${1:-${PRED_DIR:-}}
@@ -53,13 +54,13 @@ if [ -n "$missing" ]; then
 fi
 if [ $# -eq 0 ]; then
     echo "error: nothing scored in $PRED_DIR" >&2
-    exit 1
+    exit 2
 fi
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m paddlemix.bird.report --out_dir "$OUT_DIR" "$@" || exit 1
+PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m paddlemix.bird.report --out_dir "$OUT_DIR" "$@" || exit $?
 # The paper's table from the metrics just written (rows without predictions say so).
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m paddlemix.tools.paper_table --pred_dir "$PRED_DIR" \
-    --metrics_dir "$OUT_DIR" --metrics_only || exit 1
+    --metrics_dir "$OUT_DIR" --metrics_only || exit $?
 if [ -n "$failed" ]; then
     echo "error: scoring failed for:$failed" >&2
-    exit 1
+    exit 2
 fi

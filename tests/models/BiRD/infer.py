@@ -12,4 +12,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirna
 from paddlemix.tools.infer import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from paddlemix.cli import run
+
+    sys.exit(run(main))

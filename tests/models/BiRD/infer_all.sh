@@ -29,6 +29,6 @@ for TASK in VG RO GC MII; do
     --max_new_tokens "$NEW_TOKENS" --prompt_format "${PROMPT_FORMAT:-chatml}" ${EXTRA_ARGS:-}
 done
 if [ "$found" -eq 0 ]; then
-  echo "infer_all: no test_<TASK>.json in $TEST_DIR" >&2
-  exit 1
+  echo "error: no test_<TASK>.json in $TEST_DIR" >&2
+  exit 2
 fi
