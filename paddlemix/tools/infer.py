@@ -2,16 +2,41 @@
 
 Greedy by default, batched with left padding and a KV cache. ``chatml`` prompts are encoded by
 the same function training uses; ``raw`` reproduces upstream's un-templated prompt. Reruns resume
-after the last complete record (see :mod:`paddlemix.bird.predictions`).
+after the last complete record, but only when they are the same job: ``<output_file>.meta.json``
+records the checkpoint, the test file and the settings in :data:`FINGERPRINT_ARGS`, and a rerun
+that differs is refused until ``--overwrite`` (see :mod:`paddlemix.bird.predictions`).
 """
 
 import argparse
 import os
 import sys
-from typing import List, Optional
+from typing import List, Optional, Set
 
-from paddlemix.bird.predictions import append_records, open_resumable, record_key
+from paddlemix.bird.predictions import (
+    Key,
+    append_records,
+    checkpoint_identity,
+    file_sha256,
+    open_resumable,
+    record_key,
+    start_predictions,
+)
 from paddlemix.processors.chat_template import split_image_prefix
+
+# The command-line settings that change what is written: a file made with other values is not
+# resumed. A new prompt or generation option is added here (and to parse_args), nothing else.
+FINGERPRINT_ARGS = (
+    "task",
+    "input_format",
+    "prompt_format",
+    "all_turns",
+    "max_new_tokens",
+    "decode_strategy",
+    "top_p",
+    "temperature",
+    "seed",
+    "dtype",
+)
 
 
 def build_queries(records: List[dict], all_turns: bool = False) -> List[dict]:
@@ -80,15 +105,24 @@ def run_inference(
     prompt_format: str = "chatml",
     all_turns: bool = False,
     show_progress: bool = True,
+    done: Optional[Set[Key]] = None,
     **generate_kwargs,
 ) -> int:
-    """Write one prediction per query not already in ``output_file``; returns how many were written."""
+    """Write one prediction per query whose key is not in ``done``; returns how many were written.
+
+    ``done`` are the keys already in ``output_file`` as :func:`paddlemix.bird.predictions.start_predictions`
+    returns them after checking the file is this job's; None resumes whatever complete lines are there."""
     from tqdm import tqdm
 
     from paddlemix.models.qwen_vl import generate_batch
 
-    done = open_resumable(output_file)
-    todo = [q for q in build_queries(records, all_turns) if record_key(q) not in done]
+    if done is None:
+        done = open_resumable(output_file)
+    queries = build_queries(records, all_turns)
+    todo = [q for q in queries if record_key(q) not in done]
+    if done:
+        print(f"resuming {output_file}: {len(queries) - len(todo)} of {len(queries)} predictions already there, "
+              f"{len(todo)} to go")
     written = 0
     with tqdm(total=len(todo), desc=f"inference → {os.path.basename(output_file)}", disable=not show_progress) as bar:
         for start in range(0, len(todo), batch_size):
@@ -135,7 +169,10 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", required=True, help="model directory written by training or conversion")
     p.add_argument("--json_path", required=True, help="Med-GRIT test file (JSON list or JSONL)")
     p.add_argument("--image_root", required=True, help="folder the records' image paths are relative to")
-    p.add_argument("--output_file", required=True, help="prediction JSONL (resumed if it exists)")
+    p.add_argument("--output_file", required=True,
+                   help="prediction JSONL (resumed if it exists and was made by the same job; see --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start --output_file over even if it was made from another checkpoint, test file or settings")
     p.add_argument("--task", default=None, help="task of records without one (default: from the file name)")
     p.add_argument("--input_format", choices=("auto", "medgrit", "llava_med"), default="auto",
                    help="Med-GRIT records or LLaVA-Med's QA JSONL (task QA); auto detects")
@@ -150,7 +187,25 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="paddle device, e.g. cpu or gpu:0 (default: paddle's)")
     p.add_argument("--lenient", action="store_true", help="skip invalid records (reported) instead of stopping")
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ("batch_size", "max_new_tokens"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    return args
+
+
+def fingerprint(args) -> dict:
+    """What ``args`` make a prediction file from (see :func:`paddlemix.bird.predictions.start_predictions`)."""
+    if not os.path.isdir(args.checkpoint):
+        raise FileNotFoundError(f"checkpoint directory {args.checkpoint} not found")
+    if not os.path.isfile(args.json_path):
+        raise FileNotFoundError(f"test file {args.json_path} not found")
+    return {
+        "checkpoint": checkpoint_identity(args.checkpoint),
+        "test_file": {"path": os.path.abspath(args.json_path), "sha256": file_sha256(args.json_path)},
+        "image_root": os.path.abspath(args.image_root),
+        "settings": {name: getattr(args, name) for name in FINGERPRINT_ARGS},
+    }
 
 
 def main(argv=None) -> int:
@@ -161,6 +216,10 @@ def main(argv=None) -> int:
         paddle.set_device(args.device)
     paddle.seed(args.seed)
     records = load_records(args.json_path, args.image_root, args.input_format, args.task, args.lenient)
+    done = start_predictions(args.output_file, fingerprint(args), overwrite=args.overwrite, inputs=[args.json_path])
+    if not records:
+        print(f"{args.json_path} has no records: wrote an empty {args.output_file}")
+        return 0
     model, tokenizer, image_processor = load_model(args.checkpoint, args.dtype)
     extra = {k: v for k, v in (("top_p", args.top_p), ("temperature", args.temperature)) if v is not None}
     n = run_inference(
@@ -174,6 +233,7 @@ def main(argv=None) -> int:
         prompt_format=args.prompt_format,
         all_turns=args.all_turns,
         decode_strategy=args.decode_strategy,
+        done=done,
         **extra,
     )
     print(f"wrote {n} predictions to {args.output_file}")

@@ -99,9 +99,10 @@ def test_killed_run_resumes_to_the_same_file(setup):
     # What a kill leaves: 5 complete lines and half of the sixth.
     lines = text.splitlines(keepends=True)
     part.write_text("".join(lines[:5]) + lines[5][: len(lines[5]) // 2])
+    (root / "part.jsonl.meta.json").write_text((root / "full.jsonl.meta.json").read_text())
     r = infer(root, ckpt, test_file, images, part, "--batch_size", "4")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "wrote 6 predictions" in r.stdout
+    assert "5 of 11 predictions already there, 6 to go" in r.stdout and "wrote 6 predictions" in r.stdout
     assert part.read_text() == text
     # A finished file is left alone.
     r = infer(root, ckpt, test_file, images, part, "--batch_size", "4")
@@ -148,3 +149,107 @@ def test_llava_med_qa_flows_through_inference_and_eval(setup):
     assert set(metrics["per_modality"]) == {"x", "mr", "ct"}
     parts = [metrics["macro"][k] for k in ("BLEU-4", "METEOR", "ROUGE-L")]
     assert abs(metrics["macro"]["mBMR"] - sum(parts) / 3) < 1e-12
+
+
+# -- faults: a rerun of another job, an output that is not a prediction file, empty or bad input --
+
+
+def test_rerun_with_other_settings_test_file_or_checkpoint_is_refused(setup, tmp_path):
+    import shutil
+
+    from paddlemix.bird.predictions import PredictionMismatch
+
+    root, ckpt, test_file, images = setup
+    my_ckpt, my_test = tmp_path / "ckpt", tmp_path / "test_VG.json"
+    shutil.copytree(ckpt, my_ckpt)
+    records = json.loads(test_file.read_text())[:2]
+    my_test.write_text(json.dumps(records))
+    out = tmp_path / "pred.jsonl"
+    assert infer(root, my_ckpt, my_test, images, out).returncode == 0
+    written = out.read_text()
+    assert len(written.splitlines()) == 2
+
+    with pytest.raises(PredictionMismatch, match=r"settings\.max_new_tokens: was 6, now 5.*--overwrite"):
+        infer(root, my_ckpt, my_test, images, out, "--max_new_tokens", "5")
+    with pytest.raises(PredictionMismatch, match=r"settings\.prompt_format: was 'chatml', now 'raw'"):
+        infer(root, my_ckpt, my_test, images, out, "--prompt_format", "raw")
+    records[0]["conversations"][0][1] = "<ref>liver</ref><box>(11,20),(300,400)</box>"  # a corrected reference
+    my_test.write_text(json.dumps(records))
+    with pytest.raises(PredictionMismatch, match=r"test_file\.sha256: was"):
+        infer(root, my_ckpt, my_test, images, out)
+    my_test.write_text(json.dumps(json.loads(test_file.read_text())[:2]))
+    weights = next(p for p in my_ckpt.iterdir() if p.suffix == ".pdparams")
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # retrained in place
+    with pytest.raises(PredictionMismatch, match=rf"checkpoint\.files\.{weights.name}: was"):
+        infer(root, my_ckpt, my_test, images, out)
+    assert out.read_text() == written  # nothing written by a refused run
+
+    r = infer(root, my_ckpt, my_test, images, out, "--max_new_tokens", "2", "--overwrite")
+    assert r.returncode == 0 and "wrote 2 predictions" in r.stdout
+    meta = json.loads((tmp_path / "pred.jsonl.meta.json").read_text())
+    assert meta["fingerprint"]["settings"]["max_new_tokens"] == 2
+    r = infer(root, my_ckpt, my_test, images, out, "--max_new_tokens", "2")  # the same job again: resumed
+    assert "2 of 2 predictions already there, 0 to go" in r.stdout and "wrote 0 predictions" in r.stdout
+
+
+def test_output_that_is_not_a_prediction_file_is_refused_and_left_intact(setup, tmp_path):
+    from paddlemix.bird.predictions import PredictionMismatch
+
+    root, ckpt, test_file, images = setup
+    before = test_file.read_text()
+    with pytest.raises(PredictionMismatch, match="is the input file"):
+        infer(root, ckpt, test_file, images, test_file)
+    other = tmp_path / "notes.jsonl"  # JSON Lines, but not predictions
+    other.write_text('{"id": "a", "conversations": []}\n{"id": "b", "conversations": []}\n{"id": "c"')
+    other_before = other.read_text()
+    with pytest.raises(PredictionMismatch, match="is not a prediction file"):
+        infer(root, ckpt, test_file, images, other, "--overwrite")
+    listing = tmp_path / "list.json"  # another test file: one JSON list, no newline
+    listing.write_text(before)
+    with pytest.raises(PredictionMismatch, match="is not a prediction file"):
+        infer(root, ckpt, test_file, images, listing)
+    assert test_file.read_text() == before and other.read_text() == other_before and listing.read_text() == before
+    assert not (tmp_path / "notes.jsonl.meta.json").exists()
+
+
+def test_prediction_file_without_its_record_is_not_resumed(setup, tmp_path):
+    from paddlemix.bird.predictions import PredictionMismatch
+
+    root, ckpt, test_file, images = setup
+    old = tmp_path / "old.jsonl"
+    old.write_text(json.dumps({"id": "x", "annotation": "a", "response": "r", "task": "VG"}) + "\n")
+    with pytest.raises(PredictionMismatch, match=r"no old\.jsonl\.meta\.json.*--overwrite"):
+        infer(root, ckpt, test_file, images, old)
+
+
+def test_empty_test_file_writes_an_empty_prediction_file(setup, tmp_path):
+    root, ckpt, _, images = setup
+    empty = tmp_path / "test_VG.jsonl"
+    empty.write_text("")
+    out = tmp_path / "pred_VG.jsonl"
+    r = infer(root, ckpt, empty, images, out)
+    assert r.returncode == 0 and "has no records: wrote an empty" in r.stdout
+    assert out.read_text() == "" and (tmp_path / "pred_VG.jsonl.meta.json").exists()
+
+
+@pytest.mark.parametrize("option", ["--max_new_tokens", "--batch_size"])
+def test_non_positive_counts_are_usage_errors(setup, tmp_path, option, capsys):
+    root, ckpt, test_file, images = setup
+    with pytest.raises(SystemExit) as exc:
+        infer(root, ckpt, test_file, images, tmp_path / "p.jsonl", option, "0")
+    assert exc.value.code == 2 and f"{option} must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_cli_reports_bad_input_in_one_error_line(setup, tmp_path):
+    root, ckpt, test_file, images = setup
+    bad = tmp_path / "test_VG.json"
+    bad.write_text('[{"id": "a", "conversations": [["Where?", "<box>(1,2),(3,4)</box>"]]}, {"id": "b", "convers')
+    cmd = [sys.executable, INFER, "--checkpoint", str(ckpt), "--json_path", str(bad), "--image_root", str(images),
+           "--output_file", str(tmp_path / "p.jsonl")]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: {bad}:1: broken_json: Unterminated string starting at (line 1")
+    assert "Traceback" not in r.stderr and not (tmp_path / "p.jsonl").exists()
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, BIRD_DEBUG="1"))
+    assert r.returncode == 1 and "Traceback" in r.stderr
