@@ -7,8 +7,13 @@ fixed order, so ids are the published ones: ``<|endoftext|>`` 151643, ``<|im_sta
 Images live in text as ``<img>path</img>``. Encoding turns that into ``<img>``, then exactly
 ``image_span`` ids — the path's UTF-8 bytes as ids 0..255 followed by ``<imgpad>`` — then
 ``</img>``: a fixed-length slot the model overwrites with the image's resampled features. The
-path is kept in the ids so a sequence can be decoded back to its text.
+path is kept in the ids so a sequence can be decoded back to its text. A path longer than the span
+is stored as a short stable key (``sha256:`` and the start of the path's SHA-256), which the
+tokenizer that encoded it decodes back to the path; the model never sees the span's ids, so a
+user's paths may be as long as they like.
 """
+
+import hashlib
 
 import os
 import re
@@ -46,6 +51,8 @@ SPECIAL_TOKENS: Tuple[str, ...] = (
 MARKUP_TOKENS = frozenset({REF_START, REF_END, BOX_START, BOX_END, QUAD_START, QUAD_END})
 
 DEFAULT_IMAGE_SPAN = 256
+SPAN_KEY_PREFIX = "sha256:"
+SPAN_KEY_HEX = 32  # 128 bits of the hash: no two paths of a data set share a key
 _IMAGE_RE = re.compile(re.escape(IMG_START) + "(.*?)" + re.escape(IMG_END), re.S)
 
 
@@ -102,6 +109,7 @@ class QWenVLTokenizer(PretrainedTokenizer):
         if self.image_span < 1:
             raise ValueError(f"image_span must be positive, got {image_span}")
         self.errors = errors
+        self._paths_by_key: Dict[str, str] = {}  # span keys of long paths -> the paths
         self.mergeable_ranks = load_ranks(vocab_file)
         n_ranks = len(self.mergeable_ranks)
         self.special_tokens = {tok: n_ranks + i for i, tok in enumerate(SPECIAL_TOKENS)}
@@ -156,14 +164,18 @@ class QWenVLTokenizer(PretrainedTokenizer):
         return 0
 
     # -- text <-> ids -----------------------------------------------------------------------
+    def image_span_key(self, path: str) -> str:
+        """What the span of ``path`` holds: the path itself if its UTF-8 fits, else its stable key."""
+        if len(path.encode("utf-8")) <= self.image_span:
+            return path
+        digest = hashlib.sha256(path.encode("utf-8")).hexdigest()
+        key = (SPAN_KEY_PREFIX + digest[:SPAN_KEY_HEX])[: self.image_span]
+        self._paths_by_key[key] = path
+        return key
+
     def image_span_ids(self, path: str) -> List[int]:
-        """``<img>`` + the path bytes padded to ``image_span`` with ``<imgpad>`` + ``</img>``."""
-        data = path.encode("utf-8")
-        if len(data) > self.image_span:
-            raise ValueError(
-                f"image path is {len(data)} bytes but the image span holds {self.image_span}: {path!r}. "
-                "Use a shorter (e.g. relative) path or a model with a longer image span."
-            )
+        """``<img>`` + the path (or its key) as bytes, padded to ``image_span`` with ``<imgpad>``, + ``</img>``."""
+        data = self.image_span_key(path).encode("utf-8")
         return [self.img_start_id] + list(data) + [self.img_pad_id] * (self.image_span - len(data)) + [self.img_end_id]
 
     def encode_text(self, text: str) -> List[int]:
@@ -195,8 +207,8 @@ class QWenVLTokenizer(PretrainedTokenizer):
                     end = ids.index(self.img_end_id, i + 1)
                 except ValueError:
                     break
-                payload = bytes(t for t in ids[i + 1 : end] if t < 256)
-                spans.append((i, end, payload.decode("utf-8", errors=self.errors)))
+                payload = bytes(t for t in ids[i + 1 : end] if t < 256).decode("utf-8", errors=self.errors)
+                spans.append((i, end, self._paths_by_key.get(payload, payload)))
                 i = end + 1
             else:
                 i += 1

@@ -253,3 +253,22 @@ def test_cli_reports_bad_input_in_one_error_line(setup, tmp_path):
     assert "Traceback" not in r.stderr and not (tmp_path / "p.jsonl").exists()
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, BIRD_DEBUG="1"))
     assert r.returncode == 1 and "Traceback" in r.stderr
+
+
+def test_image_path_longer_than_the_image_span_is_answered(setup, tmp_path):
+    """The tiny model's span is 49 ids; a 125-byte CJK folder name used to abort inference."""
+    import shutil
+
+    root, ckpt, test_file, images = setup
+    name = sorted(p.name for p in images.iterdir())[0]
+    folder = tmp_path / ("病例图像" * 10)
+    folder.mkdir()
+    shutil.copy(images / name, folder / name)
+    image = f"{folder.name}/{name}"
+    assert len(image.encode()) > 49
+    my_test = tmp_path / "test_VG.json"
+    my_test.write_text(json.dumps([{"id": "long", "image": image, "conversations": [[QUESTIONS[0][0], QUESTIONS[0][1]]]}]))
+    out = tmp_path / "pred.jsonl"
+    r = infer(root, ckpt, my_test, tmp_path, out, "--lenient")
+    assert r.returncode == 0 and "wrote 1 predictions" in r.stdout
+    assert json.loads(out.read_text())["image"] == image

@@ -92,10 +92,25 @@ def test_image_span_layout_and_path_recovery():
     assert tok.decode(ids) == f"a <img>{path}</img> b"
 
 
-def test_image_path_too_long_is_an_error():
-    tok = QWenVLTokenizer(image_span=8)
-    with pytest.raises(ValueError, match="9 bytes but the image span holds 8"):
-        tok("<img>123456789</img>")
+def test_image_path_longer_than_the_span_is_held_as_a_stable_key():
+    import hashlib
+
+    path = "数据/" + "肝脏病灶" * 10 + "/ct_00--ds--case--z_0001.png"  # 151 UTF-8 bytes
+    assert len(path.encode()) > 64
+    tok = QWenVLTokenizer(image_span=64)
+    ids = tok.encode_text(f"a <img>{path}</img> b")
+    start, end = ids.index(151857), ids.index(151858)
+    assert end - start - 1 == 64
+    key = "sha256:" + hashlib.sha256(path.encode()).hexdigest()[:32]
+    assert bytes(ids[start + 1 : start + 1 + len(key)]) == key.encode()
+    assert set(ids[start + 1 + len(key) : end]) == {151859}
+    assert tok.image_paths(ids) == [path] and tok.decode(ids) == f"a <img>{path}</img> b"
+    # Stable: another tokenizer writes the same ids; a different long path gets another key.
+    assert QWenVLTokenizer(image_span=64).encode_text(f"a <img>{path}</img> b") == ids
+    assert tok.encode_text(f"<img>{path[:-5]}x.png</img>") != tok.encode_text(f"<img>{path}</img>")
+    # A span shorter than the key holds the key's start.
+    short = QWenVLTokenizer(image_span=8).encode_text("<img>123456789</img>")
+    assert bytes(short[1:-1]) == b"sha256:" + hashlib.sha256(b"123456789").hexdigest()[:1].encode()
 
 
 def test_unbalanced_image_tag_is_an_error(qwen_tokenizer):
