@@ -6,14 +6,19 @@ Arguments are PaddleNLP ``PdArgumentParser`` dataclasses read from one JSON file
 ``--key value`` pairs after it override the file. PaddleNLP's ``Trainer`` owns the loop,
 checkpoints (``checkpoint-N`` every ``save_steps``), VisualDL logging and resume:
 ``--resume_from_checkpoint DIR`` continues from that checkpoint, and a run whose ``output_dir``
-already holds checkpoints continues from the latest one unless ``--overwrite_output_dir`` is set.
+already holds checkpoints continues from the latest *complete* one unless ``--overwrite_output_dir``
+is set (a save killed midway leaves a ``checkpoint-N`` without a readable trainer state or RNG
+state; it is skipped, and the log says so).
 
 A LoRA run (``lora: true``) saves only the adapters, plus, when it starts from a random preset,
 ``<output_dir>/base_model``; ``python -m paddlemix.tools.merge_lora --lora_dir OUTPUT_DIR
 --output_dir MERGED`` turns them into a plain checkpoint.
 """
 
+import glob
+import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Optional
@@ -23,12 +28,13 @@ if ROOT not in sys.path:  # run as a script by train.sh
     sys.path.insert(0, ROOT)
 
 import paddle  # noqa: E402
-from paddlenlp.trainer import PdArgumentParser, Trainer, TrainingArguments, get_last_checkpoint  # noqa: E402
+from paddlenlp.trainer import PdArgumentParser, Trainer, TrainingArguments  # noqa: E402
 from paddlenlp.utils.log import logger  # noqa: E402
 
 from paddlemix.datasets.medgrit import load_medgrit  # noqa: E402
 from paddlemix.datasets.sft import LengthGroupedBatchSampler, SFTCollator, SFTDataset  # noqa: E402
 
+MAX_LOGGED_SKIPS = 20  # skipped records named one per log line; the rest are counted
 # Qwen-VL's fine-tuning recipe puts LoRA on the LLM's attention and MLP projections only.
 LORA_TARGETS = [
     r".*transformer\.h\.\d+\.attn\.c_attn",
@@ -114,11 +120,28 @@ class BiRDTrainer(Trainer):
         super().log(logs, **kwargs)
 
 
+def check_model_source(model_args: ModelArguments) -> None:
+    if bool(model_args.model_name_or_path) == bool(model_args.model_preset):
+        raise ValueError("set exactly one of model_name_or_path (a checkpoint) or model_preset (random init)")
+    path = model_args.model_name_or_path
+    if path and not os.path.isfile(os.path.join(path, "config.json")):
+        raise FileNotFoundError(f"model_name_or_path {path}: no config.json there (expected a checkpoint directory)")
+
+
+def load_config(model_args: ModelArguments):
+    """The model's configuration alone (no weights): enough to encode the data before the model is built."""
+    from paddlemix.models.qwen_vl import QWenVLConfig
+
+    check_model_source(model_args)
+    if model_args.model_preset:
+        return QWenVLConfig.from_preset(model_args.model_preset)
+    return QWenVLConfig.from_pretrained(model_args.model_name_or_path)
+
+
 def build_model(model_args: ModelArguments, training_args: TrainingArguments):
     from paddlemix.models.qwen_vl import QWenVLConfig, QWenVLForCausalLM, freeze_vision
 
-    if bool(model_args.model_name_or_path) == bool(model_args.model_preset):
-        raise ValueError("set exactly one of model_name_or_path (a checkpoint) or model_preset (random init)")
+    check_model_source(model_args)
     dtype = "bfloat16" if training_args.bf16 else ("float16" if training_args.fp16 else "float32")
     if model_args.model_preset:
         paddle.seed(training_args.seed)
@@ -186,32 +209,13 @@ def parse_arguments(argv=None):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def main(argv=None):
-    """Train; returns the ``Trainer`` (its ``model`` and ``state.log_history``) once the final model is saved."""
-    model_args, data_args, training_args = parse_arguments(argv)
+def load_training_data(model_args: ModelArguments, data_args: DataArguments, config, show_progress: bool = True):
+    """Read, check and encode the training records — before any weights are loaded, so a wrong
+    ``train_json``, ``image_root`` or ``max_length`` costs seconds, not a model load per rank."""
     if not data_args.train_json or not data_args.image_root:
         raise ValueError("train_json and image_root are required (in the config or as --train_json/--image_root)")
-    training_args.remove_unused_columns = False  # `images` is not a forward() argument PaddleNLP knows
-    training_args.print_config(model_args, "Model")
-    training_args.print_config(data_args, "Data")
-
-    resume = training_args.resume_from_checkpoint
-    if resume is None and os.path.isdir(training_args.output_dir) and not training_args.overwrite_output_dir:
-        resume = get_last_checkpoint(training_args.output_dir)
-        if resume is not None:
-            logger.info(f"resuming from the latest checkpoint in output_dir: {resume}")
-
-    paddle.set_device(training_args.device if training_args.device else "cpu")
-    model = build_model(model_args, training_args)
-    if model_args.lora and model_args.model_preset:
-        save_lora_base(model, training_args.output_dir, training_args.should_save)
-    base_config = model.model.config if model_args.lora else model.config
-    tokenizer = build_tokenizer(model_args, base_config)
-    from paddlemix.processors.image_processing import QWenVLImageProcessor
-
-    image_processor = QWenVLImageProcessor.from_config(base_config)
-    logger.info(count_parameters(model))
-
+    if not os.path.isdir(data_args.image_root):
+        raise FileNotFoundError(f"image_root {data_args.image_root} is not a folder")
     records, report = load_medgrit(
         [p for p in data_args.train_json.split(",") if p],
         data_args.image_root,
@@ -220,10 +224,88 @@ def main(argv=None):
     )
     logger.info(report.format())
     if not records:
-        raise ValueError(f"no usable training records in {data_args.train_json}")
-    dataset = SFTDataset(records, tokenizer, image_processor, data_args.max_length,
-                         show_progress=training_args.local_rank <= 0)
+        raise ValueError(f"no usable training records in {data_args.train_json} ({report.read} read, all skipped)")
+    tokenizer = build_tokenizer(model_args, config)
+    from paddlemix.processors.image_processing import QWenVLImageProcessor
+
+    image_processor = QWenVLImageProcessor.from_config(config)
+    dataset = SFTDataset(records, tokenizer, image_processor, data_args.max_length, show_progress=show_progress)
     logger.info(f"training data: {dataset.summary()}")
+    for reason, entries in dataset.skipped.items():
+        for entry in entries[:MAX_LOGGED_SKIPS]:
+            logger.warning(f"skipped ({reason}): {entry}")
+        if len(entries) > MAX_LOGGED_SKIPS:
+            logger.warning(f"skipped ({reason}): ... and {len(entries) - MAX_LOGGED_SKIPS} more")
+    if not len(dataset):
+        raise ValueError(
+            f"none of the {len(records)} records of {data_args.train_json} fits max_length={data_args.max_length} "
+            f"tokens with its first turn (e.g. {dataset.skipped['too_long'][0]}); raise max_length"
+        )
+    return dataset, tokenizer, image_processor
+
+
+def checkpoint_problem(path: str) -> Optional[str]:
+    """Why ``path`` is not a complete checkpoint, or None. PaddleNLP's Trainer writes the weights,
+    optimizer and scheduler, then ``trainer_state.json``, then the RNG state last, so a save killed
+    midway lacks one of the last two or leaves it cut short."""
+    try:
+        with open(os.path.join(path, "trainer_state.json"), encoding="utf-8") as f:
+            json.load(f)
+    except FileNotFoundError:
+        return "no trainer_state.json"
+    except ValueError:
+        return "trainer_state.json is cut short"
+    rng_files = sorted(glob.glob(os.path.join(path, "rng_state*.pth")))
+    if not rng_files:
+        return "no rng_state.pth (the last file a save writes)"
+    for rng_file in rng_files:
+        try:
+            paddle.load(rng_file, return_numpy=True)
+        except Exception as exc:  # a truncated pickle raises EOFError, UnpicklingError, ValueError...
+            return f"{os.path.basename(rng_file)} cannot be read ({type(exc).__name__})"
+    return None
+
+
+def last_complete_checkpoint(output_dir: str) -> Optional[str]:
+    """The newest ``checkpoint-N`` of ``output_dir`` that a save finished; newer ones are logged and skipped."""
+    steps = {}
+    for name in os.listdir(output_dir):
+        m = re.fullmatch(r"checkpoint-(\d+)", name)
+        if m and os.path.isdir(os.path.join(output_dir, name)):
+            steps[int(m.group(1))] = os.path.join(output_dir, name)
+    for step in sorted(steps, reverse=True):
+        problem = checkpoint_problem(steps[step])
+        if problem is None:
+            return steps[step]
+        logger.warning(f"skipping {steps[step]}: its save did not finish ({problem})")
+    return None
+
+
+def main(argv=None):
+    """Train; returns the ``Trainer`` (its ``model`` and ``state.log_history``) once the final model is saved."""
+    model_args, data_args, training_args = parse_arguments(argv)
+    training_args.remove_unused_columns = False  # `images` is not a forward() argument PaddleNLP knows
+    training_args.print_config(model_args, "Model")
+    training_args.print_config(data_args, "Data")
+
+    resume = training_args.resume_from_checkpoint
+    if resume is not None:
+        problem = checkpoint_problem(resume)
+        if problem is not None:
+            raise ValueError(f"resume_from_checkpoint {resume} is not a complete checkpoint: {problem}")
+    elif os.path.isdir(training_args.output_dir) and not training_args.overwrite_output_dir:
+        resume = last_complete_checkpoint(training_args.output_dir)
+        if resume is not None:
+            logger.info(f"resuming from the latest complete checkpoint in output_dir: {resume}")
+
+    paddle.set_device(training_args.device if training_args.device else "cpu")
+    dataset, tokenizer, _ = load_training_data(
+        model_args, data_args, load_config(model_args), show_progress=training_args.local_rank <= 0
+    )
+    model = build_model(model_args, training_args)
+    if model_args.lora and model_args.model_preset:
+        save_lora_base(model, training_args.output_dir, training_args.should_save)
+    logger.info(count_parameters(model))
 
     trainer = BiRDTrainer(
         group_batches=data_args.group_batches,

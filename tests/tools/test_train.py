@@ -67,6 +67,30 @@ def resumed_run(demo_data, tiny_base, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def killed_mid_save_run(demo_data, tiny_base, tmp_path_factory):
+    """The straight run's command, SIGKILLed while checkpoint-4 is being written, then started again."""
+    out = tmp_path_factory.mktemp("killed_mid_save")
+    cmd = train_command("cpu", demo_data, out, *from_checkpoint(tiny_base), *FROZEN_VIT)
+    weights = os.path.join(out, f"checkpoint-{STEPS}", "model_state.pdparams")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=train_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not (os.path.isfile(weights) and os.path.getsize(weights) > 0):
+        if proc.poll() is not None or time.time() > deadline:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"the run ended or stalled before starting to write {weights}")
+        time.sleep(0.001)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    from paddlemix.tools.supervised_finetune import checkpoint_problem
+
+    half_written = checkpoint_problem(os.path.dirname(weights))
+    second = run_train("cpu", demo_data, out, *from_checkpoint(tiny_base), *FROZEN_VIT)
+    return {"out": str(out), "half_written": half_written, "log": second.stdout + second.stderr}
+
+
+@pytest.fixture(scope="module")
 def two_rank_run(demo_data, tmp_path_factory):
     out, logs = tmp_path_factory.mktemp("two_ranks"), tmp_path_factory.mktemp("launch_logs")
     run_train("cpu:2", demo_data, out, "--max_steps", str(STEPS), log_dir=logs)
@@ -131,7 +155,7 @@ def test_kill_and_resume_reproduces_the_straight_run(straight_run, resumed_run):
     assert killed["returncode"] == -signal.SIGKILL
     assert f"checkpoint-{STEPS // 2}" in killed["entries"]
     assert f"checkpoint-{STEPS}" not in killed["entries"] and "model_state.pdparams" not in killed["entries"]
-    assert "resuming from the latest checkpoint in output_dir" in resumed_run["log"]
+    assert "resuming from the latest complete checkpoint in output_dir" in resumed_run["log"]
 
     straight, resumed = step_logs(straight_run["out"]), step_logs(resumed_run["out"])
     assert sorted(straight) == sorted(resumed) == list(range(1, STEPS + 1))
@@ -145,6 +169,22 @@ def test_kill_and_resume_reproduces_the_straight_run(straight_run, resumed_run):
     assert sorted(a) == sorted(b)
     for name in a:
         np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_kill_during_a_save_resumes_from_the_last_complete_checkpoint(straight_run, killed_mid_save_run):
+    run = killed_mid_save_run
+    assert run["half_written"] is not None  # the kill landed inside the save of checkpoint-4
+    last = os.path.join(run["out"], f"checkpoint-{STEPS}")
+    assert f"skipping {last}: its save did not finish ({run['half_written']})" in run["log"]
+    assert f"resuming from the latest complete checkpoint in output_dir: {run['out']}/checkpoint-{STEPS // 2}" in run["log"]
+    a = load_weights(os.path.join(straight_run["out"], "model_state.pdparams"))
+    b = load_weights(os.path.join(run["out"], "model_state.pdparams"))
+    assert sorted(a) == sorted(b)
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-6, err_msg=name)
+    straight, resumed = step_logs(straight_run["out"]), step_logs(run["out"])
+    np.testing.assert_allclose([resumed[k]["loss"] for k in sorted(resumed)],
+                               [straight[k]["loss"] for k in sorted(straight)], rtol=0, atol=1e-6)
 
 
 def test_frozen_vit_is_bit_identical_and_resampler_and_llm_moved(straight_run, tiny_base):
