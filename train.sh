@@ -4,22 +4,31 @@
 #            cpu       one CPU process
 #            cpu:N     N CPU processes, data parallel over gloo (tests data parallelism without GPUs)
 #   CONFIG   e.g. paddlemix/config/BiRD/sft_argument_stage2.json; --key value pairs override it.
+#            Relative paths (CONFIG, the paths in it, --output_dir, LOG_DIR) are relative to the
+#            current directory. Exit codes: 0 done, 2 bad data or arguments (one error: line; set
+#            BIRD_DEBUG=1 for the traceback), 1 anything else.
 # Multi-node: set LAUNCH_ARGS to the launcher's own options, e.g.
 #   LAUNCH_ARGS="--master 10.0.0.1:8090 --nnodes 2" sh train.sh 0,1,2,3,4,5,6,7 CONFIG
 set -eu
 if [ $# -lt 2 ]; then
-  sed -n '2,10p' "$0" >&2
+  sed -n '2,11p' "$0" >&2
   exit 2
 fi
 DEVICES=$1
 CONFIG=$2
 shift 2
-cd "$(dirname "$0")"
+# Stay in the caller's directory: CONFIG, the paths inside it, --output_dir and LOG_DIR are relative
+# to where train.sh is run from, as they are for any other command; only the code is found here.
+REPO=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 if [ -z "${PYTHON:-}" ]; then
-  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+  if [ -x "$REPO/.venv/bin/python" ]; then PYTHON=$REPO/.venv/bin/python; else PYTHON=python; fi
 fi
-ENTRY=paddlemix/tools/supervised_finetune.py
+ENTRY=$REPO/paddlemix/tools/supervised_finetune.py
 LOG_DIR=${LOG_DIR:-log}
+if [ ! -f "$CONFIG" ]; then
+  echo "error: config $CONFIG not found (relative to $(pwd))" >&2
+  exit 2
+fi
 
 # Paddle runs CPU kernels on one thread unless OMP_NUM_THREADS says otherwise; give each CPU
 # process its share of the cores (an explicit OMP_NUM_THREADS wins).
