@@ -12,6 +12,10 @@ weights ([out, in]) are transposed to Paddle's [in, out] — including the resam
 ``attn.in_proj_weight`` [3E, E] -> [E, 3E], whose column blocks stay [q | k | v] — and everything
 else (embeddings, norms, biases, the conv kernel, positional tables, ``visual.proj``, which is
 applied as ``x @ proj`` in both frameworks) is copied. Shards are converted one at a time.
+
+Every safetensors shard's header is checked against the shard's size before anything is written
+(a truncated download names its shard), and the output is written to ``<dst>.partial`` and moved to
+``dst`` only when complete, so a failed or killed conversion never leaves a ``dst`` that looks usable.
 """
 
 import copy
@@ -137,7 +141,10 @@ def _weight_files(src: str) -> Tuple[List[str], Optional[Dict[str, str]]]:
         index_path = os.path.join(src, index_name)
         if os.path.isfile(index_path):
             with open(index_path, encoding="utf-8") as f:
-                weight_map = json.load(f)["weight_map"]
+                try:
+                    weight_map = json.load(f)["weight_map"]
+                except (ValueError, KeyError) as exc:
+                    raise ConversionError(f"{index_path}: not a weight index ({type(exc).__name__}: {exc})") from None
             files = sorted(set(weight_map.values()))
             for fn in files:
                 if not os.path.isfile(os.path.join(src, fn)):
@@ -160,11 +167,24 @@ def _import_torch():
 
 
 def _safetensors_header(path: str) -> Dict[str, dict]:
-    """Names, dtypes and shapes of a safetensors file without reading its data."""
+    """Names, dtypes and shapes of a safetensors file without reading its data; a
+    :class:`ConversionError` naming the file when the file is shorter than its header says."""
+    file_size = os.path.getsize(path)
     with open(path, "rb") as f:
         size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size))
+        if file_size < 8 or size > file_size - 8:
+            raise ConversionError(f"{path}: truncated or not safetensors ({file_size} bytes, header claims {size})")
+        try:
+            header = json.loads(f.read(size))
+        except ValueError as exc:
+            raise ConversionError(f"{path}: unreadable safetensors header ({exc})") from None
     header.pop("__metadata__", None)
+    data_end = max((int(info["data_offsets"][1]) for info in header.values()), default=0)
+    if 8 + size + data_end > file_size:
+        raise ConversionError(
+            f"{path}: truncated: its header places tensor data up to byte {8 + size + data_end}, "
+            f"the file has {file_size} (download it again)"
+        )
     return header
 
 
@@ -185,7 +205,10 @@ def _source_names_and_shapes(src: str, files: List[str], weight_map) -> Dict[str
 
 def _read_bin(path: str) -> Iterator[Tuple[str, np.ndarray]]:
     torch = _import_torch()
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise ConversionError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); download it again") from None
     for name in list(state):
         tensor = state.pop(name)
         yield name, (tensor.float() if tensor.is_floating_point() else tensor).numpy()
@@ -272,7 +295,24 @@ def convert_checkpoint(
     source = _source_names_and_shapes(src, files, weight_map)
     check_source(source, expected, where=src)
 
-    os.makedirs(dst, exist_ok=True)
+    if os.path.isdir(dst) and os.listdir(dst):
+        raise ConversionError(f"{dst} exists and is not empty; remove it or choose another --dst")
+    final, dst = dst, dst.rstrip(os.sep) + ".partial"
+    if os.path.isdir(dst):
+        shutil.rmtree(dst)  # what an earlier, interrupted conversion left
+    os.makedirs(dst)
+    try:
+        out_map = _write_converted(src, dst, files, source, expected, config, dtype, log)
+    except BaseException:
+        shutil.rmtree(dst, ignore_errors=True)
+        raise
+    if os.path.isdir(final):
+        os.rmdir(final)  # empty, checked above
+    os.replace(dst, final)
+    return out_map
+
+
+def _write_converted(src, dst, files, source, expected, config, dtype, log) -> Dict[str, str]:
     from safetensors.numpy import save_file
 
     out_map: Dict[str, str] = {}

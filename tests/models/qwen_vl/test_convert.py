@@ -5,6 +5,7 @@ import json
 import math
 import os
 import re
+import shutil
 
 import numpy as np
 import paddle
@@ -399,5 +400,31 @@ def test_command_line(hf_tiny, tmp_path, capsys):
     src, _ = hf_tiny
     assert convert_main(["--src", src, "--dst", str(tmp_path / "out"), "--dtype", "bfloat16"]) == 0
     assert "wrote" in capsys.readouterr().out
-    assert convert_main(["--src", str(tmp_path / "nowhere"), "--dst", str(tmp_path / "x")]) == 1
+    assert convert_main(["--src", str(tmp_path / "nowhere"), "--dst", str(tmp_path / "x")]) == 2
     assert "config.json not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.999, 4], ids=["half", "last_bytes", "header_only"])
+def test_truncated_shard_is_named_and_nothing_is_written(hf_tiny, tmp_path, keep):
+    src, _ = hf_tiny
+    copy = tmp_path / "src"
+    shutil.copytree(src, copy)
+    shard = sorted(p for p in copy.iterdir() if p.suffix == ".safetensors")[-1]
+    size = shard.stat().st_size
+    os.truncate(shard, int(size * keep) if keep < 1 else keep)  # an interrupted download
+    dst = tmp_path / "dst"
+    with pytest.raises(ConversionError, match=re.escape(str(shard)) + ": truncated"):
+        convert_checkpoint(str(copy), str(dst), log=lambda msg: None)
+    assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
+def test_output_appears_only_when_complete(hf_tiny, tmp_path):
+    src, _ = hf_tiny
+    dst = tmp_path / "dst"
+    (tmp_path / "dst.partial").mkdir()
+    (tmp_path / "dst.partial" / "model-00001-of-00002.safetensors").write_bytes(b"left by a killed run")
+    convert_checkpoint(src, str(dst), log=lambda msg: None)
+    assert sorted(os.listdir(tmp_path)) == ["dst"]
+    assert QWenVLForCausalLM.from_pretrained(str(dst)) is not None
+    with pytest.raises(ConversionError, match="exists and is not empty"):
+        convert_checkpoint(src, str(dst), log=lambda msg: None)
