@@ -604,6 +604,23 @@ CAPTION_DEFINITIONS = {
 }
 
 
+# Words of a tokenised caption the scorers see. A degenerate response (a loop of ~21k words) makes
+# METEOR's aligner run out of Java heap and lose the whole file; no real caption is this long.
+MAX_CAPTION_WORDS = 1000
+
+
+def bound_captions(texts: Sequence[str], ids: Sequence, limit: int = MAX_CAPTION_WORDS) -> Tuple[List[str], List[str]]:
+    """``texts`` (tokenised, space-separated) cut to their first ``limit`` words, and the ids of those cut."""
+    bounded, cut = [], []
+    for text, rid in zip(texts, ids):
+        words = text.split(" ")
+        if len(words) > limit:
+            text = " ".join(words[:limit])
+            cut.append(str(rid))
+        bounded.append(text)
+    return bounded, cut
+
+
 def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, seed: int = 0) -> dict:
     """GC / MII caption metrics of records: per modality, macro and micro."""
     from pycocoevalcap.bleu.bleu_scorer import BleuScorer
@@ -617,7 +634,9 @@ def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, 
     groups = group_by_modality(records)
     targets = list(groups.items()) + [(None, np.arange(n))]  # None: the pooled (micro) group
     tokens = ptb_tokenize([_text(r.get("annotation")) for r in records] + [_text(r.get("response")) for r in records])
-    refs, hyps = tokens[:n], tokens[n:]
+    ids = [r.get("id", i) for i, r in enumerate(records)]
+    refs, refs_cut = bound_captions(tokens[:n], ids)
+    hyps, hyps_cut = bound_captions(tokens[n:], ids)
 
     with MeteorProcess() as meteor:
         # METEOR aligns and pools in its own process while Python computes the other metrics.
@@ -687,6 +706,12 @@ def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, 
             )
 
     out["spice_unavailable_reason"] = spice_reason
+    out["word_limit"] = {
+        "limit": MAX_CAPTION_WORDS,
+        "note": "every scorer saw at most the first `limit` PTB tokens of a response or reference",
+        "responses_cut": hyps_cut,
+        "references_cut": refs_cut,
+    }
     out["definitions"] = dict(CAPTION_DEFINITIONS)
     if bootstrap:
         out.update(

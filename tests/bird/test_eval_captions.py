@@ -194,3 +194,19 @@ def test_tokenizer_keeps_records_aligned_across_line_breaks():
     out = ptb_tokenize(texts)
     assert out[1::2] == ["mark one", "mark two", "mark three"]
     assert out[0] == "a b" and out[-1] == ""
+
+
+def test_degenerate_long_response_is_bounded_named_and_the_file_still_scored(pycoco_meteor):
+    """A looping ~21k-word MII response used to exhaust METEOR's Java heap and lose the whole file."""
+    from paddlemix.bird.metrics import MAX_CAPTION_WORDS, score_captions
+
+    loop = "the liver shows a hypodense lesion near the portal vein " * 2100  # 23,100 words
+    records = [dict(RECORDS[0], id="normal"), dict(RECORDS[1], id="looping", response=loop)]
+    out = score_captions(records, task="MII")
+    assert out["word_limit"]["limit"] == MAX_CAPTION_WORDS
+    assert out["word_limit"]["responses_cut"] == ["looping"] and out["word_limit"]["references_cut"] == []
+    # What the scorers saw for the looping record: its first MAX_CAPTION_WORDS tokens, scored directly.
+    bounded = dict(records[1], response=" ".join(loop.split()[:MAX_CAPTION_WORDS]))
+    expected = direct_pycocoevalcap([records[0], bounded], pycoco_meteor)
+    for key in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"):
+        assert out["micro"][key] == pytest.approx(expected[key], abs=1e-6), key
