@@ -221,7 +221,7 @@ def find_class_json(sa_root: str) -> str:
 
 def _read_json(path: str):
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return json.load(f)
     except FileNotFoundError:
         raise ConstructionError(f"{path}: file not found") from None

@@ -26,7 +26,7 @@ class LlavaMedError(ValueError):
 
 def is_llava_med_file(path: str) -> bool:
     """True when the first record of a JSON/JSONL file has LLaVA-Med's QA fields."""
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for line in f:
             if line.strip():
                 try:
@@ -49,7 +49,7 @@ def load_llava_med_qa(path: str, image_root: str, check_images: bool = True) -> 
     """Read the QA JSONL; every problem raises :class:`LlavaMedError` naming file and line."""
     records = []
     seen = {}
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -444,8 +444,13 @@ def test_cli_writes_outputs_and_reports_errors(tmp_path, capsys):
     assert json.loads((out / "stats.json").read_text())["config"]["seed"] == 2
     assert "train.json" in capsys.readouterr().out
     (tmp_path / "SAMed2D_v1.json").write_text("{not json")
-    assert build_cli.main(["--sa_root", str(tmp_path), "--out_dir", str(out), "--no_progress"]) == 1
+    assert build_cli.main(["--sa_root", str(tmp_path), "--out_dir", str(out), "--no_progress"]) == 2
     assert "SAMed2D_v1.json" in capsys.readouterr().err
+    missing = tmp_path / "no_such_folder"
+    assert build_cli.main(["--sa_root", str(missing), "--out_dir", str(tmp_path / "o2"), "--no_progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {missing}: no such folder (--sa_root is the SA-Med2D folder with images/ and masks/)\n"
+    assert not (tmp_path / "o2").exists()
 
 
 def _by_image(records):

@@ -78,6 +78,8 @@ def test_cli_vg_values_and_options(tmp_path):
         ([json.dumps(vg(0, "ct", A)), json.dumps(dict(vg(1, "ct", A), task="RO"))], None, r"bad\.jsonl: records of several tasks \(VG, RO\); pass --task"),
         ([json.dumps({"image": "ct_1.png", "annotation": "a", "response": "a"})], None, r"no record has a 'task' field; pass --task"),
         ([json.dumps(vg(0, "ct", A))], "GC", r"bad\.jsonl: no GC records \(tasks found: VG\)"),
+        ([], None, r"bad\.jsonl: empty, no predictions to score"),
+        (["", "  "], "VG", r"bad\.jsonl: empty, no predictions to score"),
     ],
 )
 def test_bad_input_names_file_and_line(tmp_path, capsys, lines, task, message):

@@ -51,3 +51,12 @@ def test_errors_name_file_and_line(tmp_path):
     missing = write(tmp_path / "missing.jsonl", [LINES[1]])
     with pytest.raises(LlavaMedError, match=r"missing.jsonl:1: image not found"):
         load_llava_med_qa(missing, str(tmp_path))
+
+
+def test_byte_order_mark_is_not_part_of_the_first_record(tmp_path):
+    line = {"question_id": 7, "image": "a.png", "text": "What? <image>", "gpt4_answer": "A scan.", "domain": {"mri": True}}
+    path = tmp_path / "qa.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(line) + "\n").encode())
+    assert is_llava_med_file(str(path))
+    records = load_llava_med_qa(str(path), str(tmp_path), check_images=False)
+    assert [r["id"] for r in records] == ["7"]

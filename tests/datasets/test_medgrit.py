@@ -239,3 +239,30 @@ def test_validate_medgrit_is_lenient_by_default(root):
     report = validate_medgrit(path, str(root / "images"))
     assert report.kept == 1 and report.skipped == {"missing_image": 1}
     assert os.path.basename(path) in report.format()
+
+
+@pytest.mark.parametrize("name", ["test_VG.json", "test_VG.jsonl"])
+def test_byte_order_mark_keeps_the_first_record(root, name):
+    path = root / name
+    body = json.dumps([vg(CT), vg(MR)]) if name.endswith(".json") else json.dumps(vg(CT)) + "\n" + json.dumps(vg(MR)) + "\n"
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    records, report = load_medgrit(str(path), str(root / "images"))
+    assert report.ok and [r["id"] for r in records] == [CT, MR]
+
+
+@pytest.mark.parametrize("name, content", [("test_VG.jsonl", ""), ("test_VG.jsonl", "\n\n"), ("test_VG.json", "[]")])
+def test_empty_file_is_reported_not_silent(root, capsys, name, content):
+    path = root / name
+    path.write_text(content)
+    records, report = load_medgrit(str(path), str(root / "images"))
+    assert records == [] and report.empty_files == [str(path)] and not report.ok
+    assert validate_cli.main(["--json_path", str(path), "--image_root", str(root / "images")]) == 0
+    assert f"{path}: empty (no records)" in capsys.readouterr().out
+
+
+def test_broken_json_message_reads_once(root):
+    path = root / "test_VG.json"
+    path.write_text('[{"id": "a", "conversations": [["Where?", "unterminated]]}')
+    with pytest.raises(MedGritError) as exc:
+        load_medgrit(str(path), str(root / "images"))
+    assert "Unterminated string starting at (line 1, column 43)" in str(exc.value) and "at at" not in str(exc.value)
