@@ -203,3 +203,14 @@ def test_lora_config_puts_rank_64_adapters_on_the_llm_projections_only(tiny_base
     trainable = sorted(n for n, p in model.model.named_parameters() if not p.stop_gradient)
     assert trainable == sorted(f"{n}.lora_{ab}" for n in ADAPTED for ab in "AB")
     assert model.lora_config.base_model_name_or_path == os.path.abspath(tiny_base)
+
+
+def test_command_line_reports_a_bad_lora_dir_in_one_error_line(tmp_path):
+    import subprocess
+
+    nowhere = tmp_path / "nowhere"
+    cmd = [sys.executable, "-m", "paddlemix.tools.merge_lora", "--lora_dir", str(nowhere), "--output_dir", str(tmp_path / "m")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {nowhere}/lora_config.json not found")
+    assert not (tmp_path / "m").exists()
