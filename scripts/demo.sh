@@ -15,6 +15,7 @@
 #   TRAIN_ARGS        extra --key value pairs for training, e.g. "--max_steps 2"
 #   MAX_NEW_TOKENS_VG, _RO, _GC, _MII   generation budget per task (64, 16, 64, 160)
 #   INFER_BATCH_SIZE  inference batch (64)
+#   DEMO_LOG          where every line of output goes (REPORT_DIR/demo.log); the screen gets the stages
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO_DIR=${DEMO_DIR:-data/demo}
@@ -31,6 +32,14 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc 2>/dev/null || echo 1)}
 export MAX_NEW_TOKENS_VG=${MAX_NEW_TOKENS_VG:-64} MAX_NEW_TOKENS_RO=${MAX_NEW_TOKENS_RO:-16}
 export MAX_NEW_TOKENS_GC=${MAX_NEW_TOKENS_GC:-64} MAX_NEW_TOKENS_MII=${MAX_NEW_TOKENS_MII:-160}
 start=$(date +%s)
+
+# The screen shows stage lines, progress bars and results; Paddle's INFO logs and warnings go to
+# DEMO_LOG only (which keeps every line of the run).
+DEMO_LOG=${DEMO_LOG:-$REPORT_DIR/demo.log}
+mkdir -p "$(dirname "$DEMO_LOG")"
+: > "$DEMO_LOG"
+echo "demo: full log (Paddle INFO lines, warnings) in $DEMO_LOG"
+exec > >(python3 scripts/log_filter.py "$DEMO_LOG") 2>&1
 
 stage() { printf '\n=== [%s] %s (%ds)\n' "$1" "$2" "$(( $(date +%s) - start ))"; }
 
@@ -86,4 +95,4 @@ $PY -m paddlemix.bird.report --out_dir "$REPORT_DIR" \
   --note "Training loss: \`loss.png\`; VG boxes, worst first: \`gallery/index.html\`; per-modality tables: \`<run>/summary.md\`."
 echo
 cat "$REPORT_DIR/summary.md"
-printf '\ndemo finished in %ds\n' "$(( $(date +%s) - start ))"
+printf '\ndemo finished in %ds (full log: %s)\n' "$(( $(date +%s) - start ))" "$DEMO_LOG"
