@@ -167,7 +167,9 @@ def start_predictions(path: str, fingerprint: dict, overwrite: bool = False, inp
                 try:
                     recorded = json.load(f)
                 except ValueError as exc:
-                    raise PredictionMismatch(f"{meta}: not valid JSON ({exc}); delete it and {path} to start over") from None
+                    raise PredictionMismatch(
+                        f"{meta}: not valid JSON ({exc}); delete it and {path} to start over"
+                    ) from None
             diffs = _differences(recorded.get("fingerprint", {}), fingerprint)
             if diffs:
                 raise PredictionMismatch(

@@ -218,7 +218,7 @@ def main(argv=None) -> int:
     records = load_records(args.json_path, args.image_root, args.input_format, args.task, args.lenient)
     done = start_predictions(args.output_file, fingerprint(args), overwrite=args.overwrite, inputs=[args.json_path])
     if not records:
-        print(f"{args.json_path} has no records: wrote an empty {args.output_file}")
+        print(f"no records to answer in {args.json_path}: wrote an empty {args.output_file}")
         return 0
     model, tokenizer, image_processor = load_model(args.checkpoint, args.dtype)
     extra = {k: v for k, v in (("top_p", args.top_p), ("temperature", args.temperature)) if v is not None}
