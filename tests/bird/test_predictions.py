@@ -44,3 +44,26 @@ def test_corrupt_complete_line_and_duplicates_are_errors(tmp_path):
     path.write_text(json.dumps(rec(0)) + "\n" + json.dumps(rec(0)) + "\n")
     with pytest.raises(ValueError, match=r"pred.jsonl:2: duplicate prediction"):
         open_resumable(str(path))
+
+
+def test_start_predictions_resumes_only_the_same_job(tmp_path):
+    from paddlemix.bird.predictions import PredictionMismatch, start_predictions
+
+    path = tmp_path / "pred.jsonl"
+    job = {"settings": {"max_new_tokens": 8, "prompt_format": "chatml"}}
+    assert start_predictions(str(path), job) == set() and path.read_text() == ""
+    append_records(str(path), [dict(rec(0), annotation="a"), dict(rec(1), annotation="b")])
+    assert start_predictions(str(path), job) == {("img0", "VG", 0), ("img1", "VG", 0)}
+    other = {"settings": {"max_new_tokens": 16, "prompt_format": "chatml"}}
+    with pytest.raises(PredictionMismatch, match=r"settings\.max_new_tokens: was 8, now 16\. Pass --overwrite"):
+        start_predictions(str(path), other)
+    assert start_predictions(str(path), other, overwrite=True) == set() and path.read_text() == ""
+    assert json.loads((tmp_path / "pred.jsonl.meta.json").read_text())["fingerprint"] == other
+    # A prediction file deleted by hand: its old record does not outlive it.
+    path.unlink()
+    assert start_predictions(str(path), job) == set()
+    assert json.loads((tmp_path / "pred.jsonl.meta.json").read_text())["fingerprint"] == job
+    (tmp_path / "pred.jsonl.meta.json").write_text("{cut")
+    append_records(str(path), [dict(rec(0), annotation="a")])
+    with pytest.raises(PredictionMismatch, match=r"pred\.jsonl\.meta\.json: not valid JSON"):
+        start_predictions(str(path), job)
