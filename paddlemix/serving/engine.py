@@ -2,7 +2,10 @@
 
 Requests are queued; one worker thread takes the first, waits up to ``window_s`` for more (up to
 ``max_batch``), and answers each group of requests with equal sampling settings in one left-padded
-:func:`~paddlemix.models.qwen_vl.generate_batch` call. Greedy answers are the same alone or batched
+:func:`~paddlemix.models.qwen_vl.generate_batch` call. A batch whose first request queued while the
+previous batch ran waits up to ``regroup_s`` instead: it serves other clients than the previous
+batch did, and those are about to send again, so waiting lets clients that wait for their answers
+merge into full batches instead of settling into two alternating half batches. Greedy answers are the same alone or batched
 (left padding with a mask and mask-counted rotary positions; ``max_new_tokens`` is the group's
 largest and each answer is cut to its own ``max_tokens``, which greedy decoding makes equivalent).
 After generation, answers that contain boxes get one teacher-forced pass to score them.
@@ -45,6 +48,7 @@ class _Job:
     prompt_ids: List[int]
     images: list  # the request's images in prompt order
     future: Future = field(default_factory=Future)
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 @paddle.no_grad()
@@ -96,11 +100,13 @@ def answer_token_probs(model, pad_id: int, prompts: Sequence[Sequence[int]], ans
 class ChatEngine:
     """``submit(request)`` -> a Future of :class:`Answer`; ``start()``/``stop()`` the worker."""
 
-    def __init__(self, model, tokenizer, image_processor, max_batch: int = 8, window_s: float = 0.01):
+    def __init__(self, model, tokenizer, image_processor, max_batch: int = 8, window_s: float = 0.01,
+                 regroup_s: float = 0.05):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.model, self.tokenizer, self.image_processor = model, tokenizer, image_processor
-        self.max_batch, self.window_s = max_batch, window_s
+        self.max_batch, self.window_s, self.regroup_s = max_batch, window_s, regroup_s
+        self._last_batch_end = 0.0
         self.max_length = int(getattr(model.config, "seq_length", 2048))
         self._queue: "queue.Queue[Optional[_Job]]" = queue.Queue()
         self._thread: Optional[threading.Thread] = None
@@ -142,7 +148,8 @@ class ChatEngine:
 
     def _collect(self, first: _Job) -> List[_Job]:
         jobs = [first]
-        deadline = time.monotonic() + self.window_s
+        wait = self.regroup_s if first.queued_at < self._last_batch_end else self.window_s
+        deadline = time.monotonic() + wait
         while len(jobs) < self.max_batch:
             try:
                 job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -172,6 +179,7 @@ class ChatEngine:
                     continue
                 for job, answer in zip(group, answers):
                     job.future.set_result(answer)
+            self._last_batch_end = time.monotonic()
 
     # -- one batch --------------------------------------------------------------------------
     def _pixels(self, jobs: Sequence[_Job]):

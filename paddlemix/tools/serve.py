@@ -25,6 +25,8 @@ def parse_args(argv=None):
     p.add_argument("--max_batch", type=int, default=8, help="requests answered in one batch at most (1: one at a time)")
     p.add_argument("--batch_window_ms", type=float, default=10.0,
                    help="how long the first queued request waits for others to join its batch")
+    p.add_argument("--regroup_ms", type=float, default=50.0,
+                   help="that wait when the request queued during the previous batch (see paddlemix/serving/engine.py)")
     p.add_argument("--image_root", default=None, help="serve image_url file paths that resolve inside this folder")
     p.add_argument("--api_key", default=os.environ.get("BIRD_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $BIRD_API_KEY; none if unset)")
@@ -80,7 +82,7 @@ def main(argv=None) -> int:
     limits = Limits(max_request_bytes=int(args.max_request_mb * 2**20), max_image_pixels=args.max_image_pixels,
                     max_tokens=args.max_tokens)
     engine = ChatEngine(model, tokenizer, image_processor, max_batch=args.max_batch,
-                        window_s=args.batch_window_ms / 1000.0).start()
+                        window_s=args.batch_window_ms / 1000.0, regroup_s=args.regroup_ms / 1000.0).start()
     model_id = args.model_name or os.path.basename(os.path.normpath(args.checkpoint))
     app = build_app(engine, model_id, limits, image_root=args.image_root, api_key=args.api_key,
                     examples_dir=args.examples_dir)
