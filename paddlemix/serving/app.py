@@ -112,9 +112,11 @@ def build_app(engine, model_id: str, limits: Limits, image_root: Optional[str] =
 
     async def chat_completions(request: Request) -> Response:
         check_key(request)
-        raw = await read_body(request, limits.max_request_bytes)
-        chat = parse_chat_request(raw, limits, image_root)
-        answer = await asyncio.wrap_future(engine.submit(chat))
+        with engine.arriving():
+            raw = await read_body(request, limits.max_request_bytes)
+            chat = parse_chat_request(raw, limits, image_root)
+            future = engine.submit(chat)
+        answer = await asyncio.wrap_future(future)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         now = int(time.time())
         if chat.stream:

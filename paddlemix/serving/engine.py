@@ -5,12 +5,15 @@ Requests are queued; one worker thread takes the first, waits up to ``window_s``
 :func:`~paddlemix.models.qwen_vl.generate_batch` call. A batch whose first request queued while the
 previous batch ran waits up to ``regroup_s`` instead: it serves other clients than the previous
 batch did, and those are about to send again, so waiting lets clients that wait for their answers
-merge into full batches instead of settling into two alternating half batches. Greedy answers are the same alone or batched
+merge into full batches instead of settling into two alternating half batches. While requests are
+still being read and checked (``arriving``, counted by the HTTP side), the wait is extended, up to
+``4 * regroup_s`` in all. Greedy answers are the same alone or batched
 (left padding with a mask and mask-counted rotary positions; ``max_new_tokens`` is the group's
 largest and each answer is cut to its own ``max_tokens``, which greedy decoding makes equivalent).
 After generation, answers that contain boxes get one teacher-forced pass to score them.
 """
 
+import contextlib
 import queue
 import threading
 import time
@@ -31,6 +34,7 @@ from .chat_request import ChatRequest, RequestError
 
 
 SCORE_ROWS = 64  # answer positions whose logits are held at once
+ARRIVAL_POLL_S = 0.002
 
 
 @dataclass
@@ -107,6 +111,8 @@ class ChatEngine:
         self.model, self.tokenizer, self.image_processor = model, tokenizer, image_processor
         self.max_batch, self.window_s, self.regroup_s = max_batch, window_s, regroup_s
         self._last_batch_end = 0.0
+        self._arriving = 0
+        self._arriving_lock = threading.Lock()
         self.max_length = int(getattr(model.config, "seq_length", 2048))
         self._queue: "queue.Queue[Optional[_Job]]" = queue.Queue()
         self._thread: Optional[threading.Thread] = None
@@ -134,6 +140,17 @@ class ChatEngine:
     def pending(self) -> int:
         return self._queue.qsize()
 
+    @contextlib.contextmanager
+    def arriving(self):
+        """Held by the HTTP side while it reads and checks a request that may join the next batch."""
+        with self._arriving_lock:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._arriving_lock:
+                self._arriving -= 1
+
     # -- the worker ---------------------------------------------------------------------------
     def start(self) -> "ChatEngine":
         self._thread = threading.Thread(target=self._run, name="chat-engine", daemon=True)
@@ -148,13 +165,19 @@ class ChatEngine:
 
     def _collect(self, first: _Job) -> List[_Job]:
         jobs = [first]
+        start = time.monotonic()
         wait = self.regroup_s if first.queued_at < self._last_batch_end else self.window_s
-        deadline = time.monotonic() + wait
         while len(jobs) < self.max_batch:
+            now = time.monotonic()
+            remaining = start + wait - now
+            if remaining <= 0:
+                if self._arriving == 0 or now - start >= 4 * self.regroup_s:
+                    break
+                remaining = ARRIVAL_POLL_S
             try:
-                job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                job = self._queue.get(timeout=remaining)
             except queue.Empty:
-                break
+                continue
             if job is None:
                 self._queue.put(None)  # let _run see the stop after this batch
                 break
@@ -174,12 +197,15 @@ class ChatEngine:
                 try:
                     answers = self.answer_jobs(group)
                 except Exception as exc:  # one bad batch must not stop the server
-                    for job in group:
-                        job.future.set_exception(exc)
-                    continue
-                for job, answer in zip(group, answers):
-                    job.future.set_result(answer)
-            self._last_batch_end = time.monotonic()
+                    answers, error = None, exc
+                # Before any answer leaves: a request its client sends after this answer is not one
+                # that queued during the batch.
+                self._last_batch_end = time.monotonic()
+                for k, job in enumerate(group):
+                    if answers is None:
+                        job.future.set_exception(error)
+                    else:
+                        job.future.set_result(answers[k])
 
     # -- one batch --------------------------------------------------------------------------
     def _pixels(self, jobs: Sequence[_Job]):
