@@ -5,13 +5,13 @@
 Starts ``python -m paddlemix.tools.serve`` on 127.0.0.1 (a free port) once per mode, sends the same
 ``--requests`` VG questions about real demo images (each a different image and phrase) from 1 and
 from 8 concurrent clients (each client sends its next request when its answer is back), in
-``--rounds`` interleaved rounds, and prints the median requests/s and p50/p95 latency per mode and
-client count,
-the batched / one-at-a-time throughput ratio at 8 clients (goal >= 3), the mean batch size, and whether every answer
-(content and boxes) is the same in all four runs. Without ``--checkpoint`` a seeded, untrained
-checkpoint of the demo preset (the architecture ``scripts/demo.sh`` trains) is built in a
-temporary folder; its answers run to ``--max_tokens``. Loopback only; a bounded number of
-requests; asserts nothing.
+``--rounds`` interleaved rounds, and prints the median requests/s, p50/p95 latency and mean batch
+size per mode and client count, the batched / one-at-a-time throughput ratio at 8 clients (goal
+>= 3), whether every answer (content and boxes) is the same in all runs, and, for scale, the
+engine's own answers/s for 8 requests one call each vs one batch (no HTTP: the ceiling). Without
+``--checkpoint`` a seeded, untrained checkpoint of the demo preset (the architecture
+``scripts/demo.sh`` trains) is built in a temporary folder; its answers run to ``--max_tokens``.
+Loopback only; a bounded number of requests; asserts nothing.
 """
 
 import argparse
@@ -79,18 +79,44 @@ def run_load(url: str, bodies, clients: int):
     """Send every body once from ``clients`` threads; (answers in body order, latencies, wall seconds)."""
     import httpx
 
+    # One pooled client, as a real load generator keeps its connections (a new client per request
+    # spends tens of milliseconds building a TLS context, which delays each client's next request).
+    client = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=clients))
+
     def one(body):
         start = time.perf_counter()
-        reply = httpx.post(url + "/v1/chat/completions", json=body, timeout=600)
+        reply = client.post(url + "/v1/chat/completions", json=body)
         reply.raise_for_status()
         message = reply.json()["choices"][0]["message"]
         return (message["content"], json.dumps(message["boxes"])), time.perf_counter() - start
 
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=clients) as pool:
+    with client, ThreadPoolExecutor(max_workers=clients) as pool:
         results = list(pool.map(one, bodies))
     wall = time.perf_counter() - start
     return [r[0] for r in results], [r[1] for r in results], wall
+
+
+def engine_ceiling(checkpoint: str, bodies, rounds: int):
+    """Answers/s of the engine alone (no HTTP), the first 8 requests one call each vs one batch of 8:
+    the most batching can give the server."""
+    from paddlemix.serving.chat_request import Limits, parse_chat_request
+    from paddlemix.serving.engine import ChatEngine
+    from paddlemix.tools.infer import load_model
+
+    engine = ChatEngine(*load_model(checkpoint))
+    jobs = [engine.prepare(parse_chat_request(json.dumps(b).encode(), Limits())) for b in bodies[:8]]
+    engine.answer_jobs(jobs[:1])  # warm-up
+    rates = {1: [], 8: []}
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for job in jobs:
+            engine.answer_jobs([job])
+        rates[1].append(len(jobs) / (time.perf_counter() - start))
+        start = time.perf_counter()
+        engine.answer_jobs(jobs)
+        rates[8].append(len(jobs) / (time.perf_counter() - start))
+    return {size: float(np.median(r)) for size, r in rates.items()}
 
 
 def main(argv=None) -> int:
@@ -128,6 +154,7 @@ def main(argv=None) -> int:
             for proc, _ in servers.values():
                 proc.terminate()
                 proc.wait()
+        ceiling = engine_ceiling(checkpoint, bodies, args.rounds)
     print(f"checkpoint: {args.checkpoint or 'untrained demo preset'}; {args.requests} requests per run, "
           f"max_tokens {args.max_tokens}, median of {args.rounds} interleaved rounds")
     print(f"{'mode':<14} {'clients':>7} {'req/s':>7} {'p50 s':>7} {'p95 s':>7} {'batch':>6}")
@@ -138,6 +165,8 @@ def main(argv=None) -> int:
         print(f"{setting[0]:<14} {setting[1]:>7} {rps:>7.2f} {p50:>7.2f} {p95:>7.2f} {batch:>6.1f}")
     ratio = rate[("batched", 8)] / rate[("one-at-a-time", 8)]
     print(f"throughput at 8 clients, batched / one-at-a-time: {ratio:.2f}x (goal >= 3x)")
+    print(f"engine alone (no HTTP), 8 requests: {ceiling[1]:.2f} answers/s one call each, {ceiling[8]:.2f} in one "
+          f"batch ({ceiling[8] / ceiling[1]:.2f}x: the most batching can give)")
     reference = runs[("one-at-a-time", 1)][0][0]
     answers = [r[0] for setting in settings for r in runs[setting]]
     differing = sorted({k for got in answers for k, (a, b) in enumerate(zip(got, reference)) if a != b})
