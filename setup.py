@@ -9,7 +9,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["paddlemix", "paddlemix.*"]),
-    package_data={"paddlemix": ["config/BiRD/*.json"]},
+    package_data={"paddlemix": ["config/BiRD/*.json", "serving/static/*.html"]},
     install_requires=[
         "paddlenlp",
         "tiktoken",

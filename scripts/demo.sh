@@ -96,3 +96,5 @@ $PY -m paddlemix.bird.report --out_dir "$REPORT_DIR" \
 echo
 cat "$REPORT_DIR/summary.md"
 printf '\ndemo finished in %ds (full log: %s)\n' "$(( $(date +%s) - start ))" "$DEMO_LOG"
+printf '\nserve the trained model (OpenAI-style API + web page at http://127.0.0.1:8000/):\n  %s -m paddlemix.tools.serve --checkpoint %s --examples_dir %s\n' \
+  "$PY" "$OUTPUT_DIR" "$IMAGES"

@@ -78,3 +78,10 @@ def test_loss_curve_gallery_and_untrained_checkpoint(demo):
     assert {"model_state.pdparams", "tokenizer_config.json"} <= set(os.listdir(untrained))
     with open(os.path.join(demo["output"], "trainer_state.json")) as handle:
         assert json.load(handle)["global_step"] == 2
+
+
+def test_demo_ends_by_printing_the_command_that_serves_its_model(demo):
+    last = demo["stdout"].rstrip().splitlines()[-1].split()
+    assert last[1:4] == ["-m", "paddlemix.tools.serve", "--checkpoint"]
+    assert last[4] == demo["output"] and os.path.isfile(os.path.join(last[4], "model_state.pdparams"))
+    assert last[5] == "--examples_dir" and any(name.endswith(".png") for name in os.listdir(last[6]))

@@ -93,6 +93,13 @@ def _read_box(match: "re.Match") -> Optional[Box]:
     return (x1, y1, x2, y2)
 
 
+def corner_pair_spans(text: str) -> List[Tuple[int, int, Optional[Box]]]:
+    """``(start, end, box)`` of every ``(x1,y1),(x2,y2)`` pair in ``text``, in text order, with the
+    pair's character span; ``box`` has ordered corners, or is None when degenerate. The same grammar
+    :func:`parse_boxes` reads, for callers that need to know where each box was written."""
+    return [(m.start(), m.end(), _read_box(m)) for m in _BOX_RE.finditer(text)]
+
+
 def parse_boxes(text) -> ParsedBoxes:
     """Every box in a model response, leniently. Never raises."""
     result = ParsedBoxes()
