@@ -13,18 +13,19 @@ KV cache never see images again.
 
 Labels follow the Hugging Face convention: ``labels`` is aligned with ``input_ids`` and position t
 is trained to predict ``labels[t + 1]``; -100 is ignored. The LM head (151,936 columns) runs only
-at positions that carry a label, which is most of a small model's training cost otherwise.
+at positions that carry a label, which is most of a small model's training cost otherwise, and on
+CPU fused with its cross-entropy (linear_cross_entropy.py).
 """
 
 from typing import List, Optional, Sequence
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
 from paddlenlp.transformers.model_outputs import CausalLMOutputWithPast
 from paddlenlp.transformers.qwen.modeling import QWenLMHead, QWenModel, QWenPretrainedModel
 
 from .configuration import QWenVLConfig
+from .linear_cross_entropy import linear_cross_entropy
 from .vision import QWenVisionTransformer
 
 __all__ = [
@@ -200,8 +201,7 @@ class QWenVLForCausalLM(QWenVLPretrainedModel):
             # Nothing to learn from: a zero that still depends on the graph.
             return hidden_states.sum() * 0.0
         states = paddle.gather(hidden_states[:, :-1].reshape([-1, hidden]), keep)  # [n, H]
-        logits = self.lm_head(states)  # [n, V]
-        return F.cross_entropy(logits.astype("float32"), paddle.gather(targets, keep).unsqueeze(-1), reduction="mean")
+        return linear_cross_entropy(states, self.lm_head.weight, paddle.gather(targets, keep))
 
     def forward(
         self,
