@@ -1,11 +1,13 @@
 """Generation throughput of Qwen-VL at batch 1 and batch 8: generate_batch's greedy loop with the KV
 cache ("lean"), PaddleNLP's greedy_search with the cache, and PaddleNLP's without it.
 
-    python benchmarks/bench_generation.py [--preset tiny] [--new-tokens 32] [--prompt-tokens 40]
+    python benchmarks/bench_generation.py [--preset tiny] [--new-tokens 32] [--prompt-tokens 40] [--repeats 3]
 
 Prints new tokens per second for each setting and the ratios (lean vs PaddleNLP, cache speed-up,
 batching gain). Random weights never stop early, so every row generates ``--new-tokens``: the
-numbers measure the machinery (cache, padding, image encoding, per-step work), not quality.
+numbers measure the machinery (cache, padding, image encoding, per-step work), not quality. Each
+setting runs ``--repeats`` times, the settings in turn, and the fastest run counts (a shared
+machine's slow moments hit every setting alike).
 """
 
 import argparse
@@ -67,6 +69,7 @@ def main(argv=None):
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--prompt-tokens", type=int, default=40)
     parser.add_argument("--batch-sizes", type=int, nargs=2, default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
     import paddle
@@ -94,8 +97,13 @@ def main(argv=None):
     for batch in args.batch_sizes:
         prompts = build_prompts(config, batch, args.prompt_tokens, rng)
         pixels = rng.standard_normal([batch, 3, size, size]).astype(np.float32)
+        best = {}
+        for _ in range(args.repeats):
+            for setting in SETTINGS:
+                tokens, seconds = timed_generation(model, prompts, pixels, args.new_tokens, setting)
+                best[setting] = min(best.get(setting, (tokens, seconds)), (tokens, seconds), key=lambda r: r[1])
         for setting, label in SETTINGS.items():
-            tokens, seconds = timed_generation(model, prompts, pixels, args.new_tokens, setting)
+            tokens, seconds = best[setting]
             rates[batch, setting] = tokens / seconds
             print(
                 f"batch {batch:2d}  {label:24s} {tokens:4d} tokens in {seconds:6.2f} s"
