@@ -2,12 +2,13 @@
 # The main job on the embedded default, on CPU:
 #   set-up → demo SA-Med2D set from package-shipped images and masks → Med-GRIT conversations
 #   → the untrained model (same preset and seed) saved → training → batch inference of the trained
-#   and the untrained model → image-blind baselines → evaluation → loss curve, VG gallery and the
-#   comparison in reports/demo/summary.md.
+#   and the untrained model, and of the trained one with its VG/RO test images shuffled (image-blind
+#   ablation) → image-blind baselines → evaluation → loss curve, VG gallery and the comparison in
+#   reports/demo/summary.md.
 #
 # Outputs: DEMO_DIR (data/demo), OUTPUT_DIR (output/demo: the trained model), UNTRAINED_DIR
 # (OUTPUT_DIR_untrained), REPORT_DIR (reports/demo: trained/, untrained/, baselines/ with their
-# predictions and metrics, summary.md, loss.png, gallery/index.html).
+# predictions and metrics, shuffled/ (the ablation's test files, predictions and metrics), summary.md, loss.png, gallery/index.html).
 # Knobs (defaults are the measured demo; smaller values make a quick smoke run):
 #   DEMO_MAX_IMAGES   images in the demo set (500: all 406)
 #   MEDGRIT_ARGS      build_medgrit options ("--max_turns 3 --split_turns VG,RO --test_questions 4
@@ -64,20 +65,25 @@ sh train.sh cpu "$CONFIG" --train_json "$MEDGRIT/train.json" --image_root "$IMAG
   --output_dir "$OUTPUT_DIR" --overwrite_output_dir true ${TRAIN_ARGS:-}
 
 stage 6/9 "batch inference, trained and untrained → $REPORT_DIR/{trained,untrained}/pred"
-rm -rf "$REPORT_DIR/trained" "$REPORT_DIR/untrained" "$REPORT_DIR/baselines" "$REPORT_DIR/gallery"
+rm -rf "$REPORT_DIR/trained" "$REPORT_DIR/untrained" "$REPORT_DIR/shuffled" "$REPORT_DIR/baselines" "$REPORT_DIR/gallery"
 for RUN in trained untrained; do
   if [ "$RUN" = trained ]; then CKPT=$OUTPUT_DIR; else CKPT=$UNTRAINED_DIR; fi
   echo "--- $RUN model: $CKPT"
   CHECKPOINT="$CKPT" TEST_DIR="$MEDGRIT" IMAGE_ROOT="$IMAGES" PRED_DIR="$REPORT_DIR/$RUN/pred" \
     BATCH_SIZE="${INFER_BATCH_SIZE:-64}" PYTHON=$PY sh tests/models/BiRD/infer_all.sh
 done
+# The image-blind ablation of the trained model: its VG and RO test images exchanged within each modality.
+echo "--- trained model, test images shuffled: $REPORT_DIR/shuffled/pred"
+$PY -m paddlemix.tools.shuffle_images --test_dir "$MEDGRIT" --out_dir "$REPORT_DIR/shuffled/test" --tasks VG,RO
+CHECKPOINT="$OUTPUT_DIR" TEST_DIR="$REPORT_DIR/shuffled/test" IMAGE_ROOT="$IMAGES" PRED_DIR="$REPORT_DIR/shuffled/pred" \
+  BATCH_SIZE="${INFER_BATCH_SIZE:-64}" PYTHON=$PY sh tests/models/BiRD/infer_all.sh
 
 stage 7/9 "image-blind baselines (VG class-mean box, RO majority class) → $REPORT_DIR/baselines/pred"
 $PY -m paddlemix.tools.baselines --train_json "$MEDGRIT/train.json" --test_dir "$MEDGRIT" \
   --out_dir "$REPORT_DIR/baselines/pred"
 
 stage 8/9 "evaluation → $REPORT_DIR/{trained,untrained,baselines}"
-for RUN in trained untrained baselines; do
+for RUN in trained untrained shuffled baselines; do
   echo "--- $RUN"
   PYTHON=$PY sh tests/models/BiRD/eval_all.sh "$REPORT_DIR/$RUN/pred" "$REPORT_DIR/$RUN"
 done
@@ -88,8 +94,10 @@ $PY -m paddlemix.tools.plot_loss --trainer_state "$OUTPUT_DIR" --out "$REPORT_DI
 $PY -m paddlemix.tools.draw_boxes --pred_file "$REPORT_DIR/trained/pred/pred_VG.jsonl" --image_root "$IMAGES" \
   --out_dir "$REPORT_DIR/gallery"
 $PY -m paddlemix.bird.report --out_dir "$REPORT_DIR" \
-  --compare trained="$REPORT_DIR/trained" untrained="$REPORT_DIR/untrained" baseline="$REPORT_DIR/baselines" \
+  --compare trained="$REPORT_DIR/trained" shuffled="$REPORT_DIR/shuffled" untrained="$REPORT_DIR/untrained" \
+  baseline="$REPORT_DIR/baselines" \
   --note "trained: \`$CONFIG\` (preset $PRESET, seed $SEED) on \`$MEDGRIT/train.json\`; extra training arguments: ${TRAIN_ARGS:-none}." \
+  --note "shuffled: the trained model shown another image of the same modality for each VG/RO question (image-blind ablation); a grounding claim needs trained well above shuffled." \
   --note "untrained: the same preset and seed saved before the first step (\`$UNTRAINED_DIR\`)." \
   --note "baseline: image-blind — VG answers the class-mean training box of the asked class, RO the most frequent training name." \
   --note "Training loss: \`loss.png\`; VG boxes, worst first: \`gallery/index.html\`; per-modality tables: \`<run>/summary.md\`."

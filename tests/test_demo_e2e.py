@@ -16,7 +16,12 @@ METRIC_KEYS = {
     "GC": {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE"},
     "MII": {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE"},
 }
-RUN_TASKS = {"trained": ("VG", "RO", "GC", "MII"), "untrained": ("VG", "RO", "GC", "MII"), "baselines": ("VG", "RO")}
+RUN_TASKS = {
+    "trained": ("VG", "RO", "GC", "MII"),
+    "untrained": ("VG", "RO", "GC", "MII"),
+    "shuffled": ("VG", "RO"),
+    "baselines": ("VG", "RO"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +65,28 @@ def test_metrics_of_every_run_have_the_contract_keys(demo):
         assert not os.path.exists(os.path.join(demo["reports"], run, "metrics_QA.json"))
 
 
-def test_summary_compares_trained_untrained_and_baseline(demo):
+def test_summary_compares_trained_shuffled_untrained_and_baseline(demo):
     with open(os.path.join(demo["reports"], "summary.md")) as handle:
         md = handle.read()
-    assert "| task | metric | trained | untrained | baseline | best |" in md
+    assert "| task | metric | trained | shuffled | untrained | baseline | best |" in md
+    assert "| task metric | modality | trained | shuffled | untrained | baseline | best |" in md
     for task, keys in METRIC_KEYS.items():
         for key in keys:
             assert f"| {task} | {key} |" in md
     assert "`loss.png`" in md and "`gallery/index.html`" in md
+
+
+def test_the_ablation_answers_the_same_questions_on_other_images(demo):
+    for task in ("VG", "RO"):
+        with open(os.path.join(demo["data"], "medgrit", f"test_{task}.json")) as handle:
+            real = json.load(handle)
+        with open(os.path.join(demo["reports"], "shuffled", "test", f"test_{task}.json")) as handle:
+            shuffled = json.load(handle)
+        assert [r["id"] for r in shuffled] == [r["id"] for r in real]
+        moved = [a["image"] != b["image"] for a, b in zip(real, shuffled)]
+        assert sum(moved) > len(real) / 2  # all but modalities with a single test image
+        with open(os.path.join(demo["reports"], "shuffled", "pred", f"pred_{task}.jsonl")) as handle:
+            assert [json.loads(line)["id"] for line in handle] == [r["id"] for r in real]
 
 
 def test_loss_curve_gallery_and_untrained_checkpoint(demo):

@@ -5,14 +5,16 @@
 * RO — the majority class: answer every referring question with the most frequent training name.
 
 They write ordinary prediction JSONL, so the same evaluator scores them as it scores a model.
+``shuffle_images`` makes the image-blind ablation of a model itself: its test images exchanged.
 """
 
+import random
 from collections import Counter, defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..processors.chat_template import split_image_prefix
 from .boxes import format_ref_boxes, parse_boxes
-from .tasks import RO, VG
+from .tasks import RO, VG, modality_of
 
 Box = Tuple[float, float, float, float]
 
@@ -83,3 +85,38 @@ def ro_baseline(train_records: Sequence[dict], test_records: Sequence[dict]) -> 
     """Majority-class predictions for the first turn of every test RO record."""
     name = majority_class(train_records)
     return [_prediction(rec, *rec["conversations"][0], name, RO) for rec in test_records]
+
+
+def shuffle_images(records: Sequence[dict], seed: int = 0) -> Tuple[List[dict], Dict[str, int]]:
+    """The image-blind ablation of a trained model: the same test records with their images
+    exchanged among records of the same modality, every image moved to another image's records.
+
+    Questions, references and ids stay, so a model that reads the image loses accuracy and one that
+    answers from the question alone does not. Records carry ``image`` (a path relative to the image
+    root); the first question's ``<img>…</img>`` tag, if any, is rewritten to match. Returns the new
+    records and, per modality, how many distinct images were exchanged (a modality with a single
+    image cannot be shuffled; its count is 0 and its records are unchanged)."""
+    missing = [rec.get("id", i) for i, rec in enumerate(records) if not rec.get("image")]
+    if missing:
+        raise ValueError(f"records without an 'image' path cannot be shuffled: {missing[:5]}")
+    by_modality: Dict[str, List[str]] = defaultdict(list)
+    for rec in records:
+        images = by_modality[modality_of(rec["image"])]
+        if rec["image"] not in images:
+            images.append(rec["image"])
+    rng = random.Random(seed)
+    moved: Dict[str, str] = {}
+    exchanged: Dict[str, int] = {}
+    for modality, images in sorted(by_modality.items()):
+        order = sorted(images)
+        rng.shuffle(order)
+        # A cyclic shift of a random order sends every image to a different one (when there are two or more).
+        moved.update(zip(order, order[1:] + order[:1]))
+        exchanged[modality] = len(order) if len(order) > 1 else 0
+    out = []
+    for rec in records:
+        new_image = moved[rec["image"]]
+        conversations = [list(turn) for turn in rec["conversations"]]
+        conversations[0][0] = conversations[0][0].replace(f"<img>{rec['image']}</img>", f"<img>{new_image}</img>")
+        out.append(dict(rec, image=new_image, conversations=conversations))
+    return out, exchanged

@@ -117,6 +117,28 @@ def comparison_table(
     return header, rows
 
 
+# Per modality in the comparison: the headline score of the tasks whose image-blind runs (baselines,
+# the shuffled-image ablation) say whether a model uses the image.
+PER_MODALITY_METRICS = {"VG": "Recall@0.5", "RO": "accuracy"}
+
+
+def per_modality_comparison(runs: Sequence[Tuple[str, Sequence[dict]]]) -> Tuple[List[str], List[List[object]]]:
+    """Header and rows (task metric, modality, one value per run, best run(s)) of
+    ``PER_MODALITY_METRICS``, per modality; None where a run has no score there."""
+    by_run = [(name, {m["task"]: m for m in metrics}) for name, metrics in runs]
+    header = ["task metric", "modality"] + [name for name, _ in by_run] + ["best"]
+    rows = []
+    for task, metric in PER_MODALITY_METRICS.items():
+        present = [per_task[task]["per_modality"] for _, per_task in by_run if task in per_task]
+        for modality in modality_order({m for per_modality in present for m in per_modality}):
+            values = {
+                name: per_task[task]["per_modality"].get(modality, {}).get(metric) if task in per_task else None
+                for name, per_task in by_run
+            }
+            rows.append([f"{task} {metric}", modality] + list(values.values()) + [", ".join(best_runs(metric, values))])
+    return header, rows
+
+
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 3) + ["---"]) + "|"]
     for row in rows:
@@ -127,7 +149,7 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> 
 
 def write_comparison(runs: Sequence[Tuple[str, str]], out_dir: str, notes: Sequence[str] = ()) -> Tuple[str, str]:
     """Compare runs given as ``(name, directory with metrics_<TASK>.json)``: write ``summary.md``
-    (macro and micro tables, then ``notes`` as lines) and ``summary.csv`` into ``out_dir``."""
+    (macro and micro tables, VG Recall@0.5 and RO accuracy per modality, then ``notes`` as lines) and ``summary.csv`` into ``out_dir``."""
     if not runs:
         raise ValueError("no runs to compare")
     names = [name for name, _ in runs]
@@ -156,6 +178,10 @@ def write_comparison(runs: Sequence[Tuple[str, str]], out_dir: str, notes: Seque
         for average, (header, rows) in tables.items():
             what = "unweighted mean over modalities" if average == "macro" else "mean over records"
             handle.write(f"\n## {average} ({what})\n\n")
+            handle.write(_markdown_table(header, rows))
+        header, rows = per_modality_comparison(loaded)
+        if rows:
+            handle.write("\n## per modality\n\n")
             handle.write(_markdown_table(header, rows))
         if notes:
             handle.write("\n" + "\n".join(notes) + "\n")

@@ -198,6 +198,20 @@ def count_parameters(model) -> str:
     return f"{trainable:,} trainable of {total:,} parameters"
 
 
+def config_arguments(path: str) -> list:
+    """The ``--key value`` pairs of a JSON config, as PaddleNLP's ``read_json`` makes them, without
+    the keys that start with ``_``: notes for the reader (e.g. where the demo departs from the paper)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config {path} not found")
+    with open(path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    pairs = []
+    for key, value in config.items():
+        if not key.startswith("_"):
+            pairs.extend([f"--{key}", *map(str, value)] if isinstance(value, list) else [f"--{key}", str(value)])
+    return pairs
+
+
 def parse_arguments(argv=None):
     """``(ModelArguments, DataArguments, TrainingArguments)`` from ``[CONFIG.json] [--key value ...]``
     (``sys.argv[1:]`` by default); pairs after the JSON file override its values."""
@@ -205,7 +219,7 @@ def parse_arguments(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0].endswith(".json"):
         # The JSON file first, then command-line overrides: argparse keeps the last value.
-        argv = parser.read_json(argv[0]) + argv[1:]
+        argv = config_arguments(argv[0]) + argv[1:]
     return parser.parse_args_into_dataclasses(args=argv)
 
 

@@ -1,6 +1,8 @@
-"""Image-blind baselines: class-mean box and majority class, by hand."""
+"""Image-blind baselines: class-mean box and majority class, by hand; the shuffled-image ablation."""
 
-from paddlemix.bird.baselines import class_mean_boxes, majority_class, ro_baseline, vg_baseline
+import pytest
+
+from paddlemix.bird.baselines import class_mean_boxes, majority_class, ro_baseline, shuffle_images, vg_baseline
 
 
 def rec(task, id_, *turns):
@@ -40,3 +42,36 @@ def test_predictions_use_the_asked_class_and_fall_back_to_the_overall_mean():
     assert rows[0]["question"] == "liver?" and rows[0]["modality"] == "mr" and rows[0]["task"] == "VG"
     ro = ro_baseline(TRAIN, [rec("RO", "x_1", ("q", "kidney"))])
     assert ro[0]["response"] == "liver" and ro[0]["annotation"] == "kidney"
+
+
+def _record(rid, image, question="Locate the liver.", answer="<ref>liver</ref><box>(1,2),(3,4)</box>"):
+    return {"id": rid, "image": image, "task": "VG",
+            "conversations": [[f"Picture 1: <img>{image}</img>\n{question}", answer]]}
+
+
+def test_shuffle_images_moves_every_image_within_its_modality():
+    records = [
+        _record("a", "mr_00--d--c1--z_0001.png"), _record("a--q2", "mr_00--d--c1--z_0001.png", "Where is the brain?"),
+        _record("b", "mr_00--d--c2--z_0005.png"), _record("c", "mr_00--d--c3--z_0009.png"),
+        _record("d", "ct_00--d--c1--z_0002.png"), _record("e", "ct_00--d--c2--z_0003.png"),
+        _record("f", "microscopy_00--d--c1--2d_none.png"),
+    ]
+    shuffled, exchanged = shuffle_images(records, seed=3)
+    assert exchanged == {"ct": 2, "microscopy": 0, "mr": 3}
+    assert [r["id"] for r in shuffled] == [r["id"] for r in records]
+    for old, new in zip(records, shuffled):
+        assert new["conversations"][0][1] == old["conversations"][0][1]  # the reference answer stays
+        assert new["conversations"][0][0] == old["conversations"][0][0].replace(old["image"], new["image"])
+        assert new["image"].split("_")[0] == old["image"].split("_")[0]
+        if old["id"] != "f":
+            assert new["image"] != old["image"]
+    assert shuffled[0]["image"] == shuffled[1]["image"]  # questions on one image move together
+    assert shuffled[-1] == records[-1]  # a modality with one image cannot be shuffled
+    assert {r["image"] for r in shuffled} == {r["image"] for r in records}  # a permutation of the images
+    assert shuffle_images(records, seed=3)[0] == shuffled
+    assert records[0]["image"] == "mr_00--d--c1--z_0001.png"  # the input is not modified
+
+
+def test_shuffle_images_needs_image_paths():
+    with pytest.raises(ValueError, match="'image'"):
+        shuffle_images([{"id": "x", "conversations": [["q", "a"]]}])

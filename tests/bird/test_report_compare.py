@@ -6,7 +6,14 @@ import os
 
 import pytest
 
-from paddlemix.bird.report import best_runs, comparison_table, load_run, main, write_comparison
+from paddlemix.bird.report import (
+    best_runs,
+    comparison_table,
+    load_run,
+    main,
+    per_modality_comparison,
+    write_comparison,
+)
 
 VG_KEYS = ("Recall@0.5", "Acc@0.5", "mIoU", "parse_failure_rate")
 
@@ -89,3 +96,20 @@ def test_cli_compare_and_errors(runs, tmp_path, capsys):
 def test_duplicate_run_names_are_refused(runs, tmp_path):
     with pytest.raises(ValueError, match="run names must differ"):
         write_comparison([runs[0], ("trained", runs[1][1])], str(tmp_path / "dup"))
+
+
+def test_per_modality_comparison_of_the_headline_scores(tmp_path):
+    two = {"task": "VG", "n": 6, "macro": {}, "micro": {},
+           "per_modality": {"mr": {"n": 4, "Recall@0.5": 0.5}, "ct": {"n": 2, "Recall@0.5": 1.0}}}
+    shuffled = {"task": "VG", "n": 6, "macro": {}, "micro": {},
+                "per_modality": {"mr": {"n": 4, "Recall@0.5": 0.25}, "ct": {"n": 2, "Recall@0.5": 1.0}}}
+    runs = [("trained", write_run(tmp_path / "t", two, ro(0.75))), ("shuffled", write_run(tmp_path / "s", shuffled))]
+    header, rows = per_modality_comparison([(name, load_run(d)) for name, d in runs])
+    assert header == ["task metric", "modality", "trained", "shuffled", "best"]
+    assert rows == [
+        ["VG Recall@0.5", "ct", 1.0, 1.0, "trained, shuffled"],
+        ["VG Recall@0.5", "mr", 0.5, 0.25, "trained"],
+        ["RO accuracy", "ct", 0.75, None, ""],
+    ]
+    md = open(write_comparison(runs, str(tmp_path / "report"))[0]).read()
+    assert "## per modality" in md and "| VG Recall@0.5 | mr | 0.5000 | 0.2500 | trained |" in md

@@ -5,6 +5,7 @@ Every run is the demo config on 24 real demo images with batch 2, max_length 256
 are module fixtures shared by the tests that read them.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -235,3 +236,17 @@ def test_stage2_config_parses_to_the_paper_recipe():
     # Command-line pairs after the JSON override it.
     _, data_args, args = parse_arguments([path, "--learning_rate", "1e-4", "--max_length", "512"])
     assert args.learning_rate == 1e-4 and data_args.max_length == 512
+
+
+def test_config_notes_are_not_arguments(tmp_path):
+    from paddlemix.tools.supervised_finetune import config_arguments, parse_arguments
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"_why": ["a note", "for the reader"], "max_length": 96, "learning_rate": 0.01}))
+    assert config_arguments(str(path)) == ["--max_length", "96", "--learning_rate", "0.01"]
+    _, data_args, args = parse_arguments([str(path), "--output_dir", str(tmp_path / "out")])
+    assert data_args.max_length == 96 and args.learning_rate == 0.01
+    demo = os.path.join(ROOT, "paddlemix/config/BiRD/sft_argument_demo.json")
+    assert "--_departures_from_the_paper" not in config_arguments(demo)
+    with open(demo) as handle:
+        assert any("resampler" in note for note in json.load(handle)["_departures_from_the_paper"])

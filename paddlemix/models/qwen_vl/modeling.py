@@ -13,18 +13,19 @@ KV cache never see images again.
 
 Labels follow the Hugging Face convention: ``labels`` is aligned with ``input_ids`` and position t
 is trained to predict ``labels[t + 1]``; -100 is ignored. The LM head (151,936 columns) runs only
-at positions that carry a label, which is most of a small model's training cost otherwise.
+at positions that carry a label, which is most of a small model's training cost otherwise, and on
+CPU fused with its cross-entropy (linear_cross_entropy.py).
 """
 
 from typing import List, Optional, Sequence
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
 from paddlenlp.transformers.model_outputs import CausalLMOutputWithPast
 from paddlenlp.transformers.qwen.modeling import QWenLMHead, QWenModel, QWenPretrainedModel
 
 from .configuration import QWenVLConfig
+from .linear_cross_entropy import linear_cross_entropy
 from .vision import QWenVisionTransformer
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "splice_image_features",
     "positions_from_attention_mask",
     "freeze_vision",
+    "default_stop_ids",
+    "greedy_decode",
     "generate_batch",
 ]
 
@@ -200,8 +203,7 @@ class QWenVLForCausalLM(QWenVLPretrainedModel):
             # Nothing to learn from: a zero that still depends on the graph.
             return hidden_states.sum() * 0.0
         states = paddle.gather(hidden_states[:, :-1].reshape([-1, hidden]), keep)  # [n, H]
-        logits = self.lm_head(states)  # [n, V]
-        return F.cross_entropy(logits.astype("float32"), paddle.gather(targets, keep).unsqueeze(-1), reduction="mean")
+        return linear_cross_entropy(states, self.lm_head.weight, paddle.gather(targets, keep))
 
     def forward(
         self,
@@ -310,6 +312,68 @@ def freeze_vision(model: QWenVLForCausalLM, train_resampler: bool = True) -> Lis
     return trainable
 
 
+def default_stop_ids(model: QWenVLForCausalLM, tokenizer=None) -> List[int]:
+    """The ids that end a chat answer: the tokenizer's ``<|im_end|>`` and ``<|endoftext|>``, else the
+    model config's ``eos_token_id``. The one place generation takes its default stop set from."""
+    if tokenizer is not None:
+        return [tokenizer.im_end_id, tokenizer.eod_id]
+    eos = model.config.eos_token_id
+    return list(eos) if isinstance(eos, (list, tuple)) else [eos]
+
+
+def greedy_decode(
+    model: QWenVLForCausalLM,
+    input_ids: paddle.Tensor,
+    attention_mask: paddle.Tensor,
+    images: Optional[paddle.Tensor],
+    max_new_tokens: int,
+    stop_ids: Sequence[int],
+    pad_id: int,
+) -> np.ndarray:
+    """Greedy decoding with the KV cache: [B, <= max_new_tokens] new ids, ``pad_id`` after a row's stop id.
+
+    The same tokens as PaddleNLP's ``greedy_search`` (its ``adjust_logits_during_generation`` hook is
+    honoured too), without what only sampling needs: PaddleNLP takes a log-softmax over the whole
+    vocabulary at every step and runs its logits processors; an arg-max of the logits needs neither.
+    Stops as soon as every row has emitted a stop id."""
+    batch = input_ids.shape[0]
+    positions = positions_from_attention_mask(attention_mask)  # [B, L]
+    out = model(
+        input_ids=input_ids,
+        images=images,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        use_cache=True,
+        last_logits_only=True,
+        return_dict=True,
+    )
+    next_position = positions[:, -1:] + 1  # [B, 1]
+    one_column = paddle.ones([batch, 1], dtype=attention_mask.dtype)
+    stops = np.asarray(list(stop_ids))
+    done = np.zeros(batch, dtype=bool)
+    new_ids = []
+    for step in range(max_new_tokens):
+        logits = model.adjust_logits_during_generation(out.logits[:, -1])  # [B, V]
+        token = paddle.argmax(logits, axis=-1).numpy().astype(np.int64)  # [B]
+        token[done] = pad_id
+        new_ids.append(token)
+        done |= np.isin(token, stops)
+        if done.all() or step == max_new_tokens - 1:
+            break
+        attention_mask = paddle.concat([attention_mask, one_column], axis=1)
+        out = model(
+            input_ids=paddle.to_tensor(token[:, None]),
+            attention_mask=attention_mask,
+            position_ids=next_position,
+            past_key_values=out.past_key_values,
+            use_cache=True,
+            last_logits_only=True,
+            return_dict=True,
+        )
+        next_position = next_position + 1
+    return np.stack(new_ids, axis=1) if new_ids else np.zeros([batch, 0], dtype=np.int64)
+
+
 @paddle.no_grad()
 def generate_batch(
     model: QWenVLForCausalLM,
@@ -319,21 +383,21 @@ def generate_batch(
     max_new_tokens: int = 512,
     decode_strategy: str = "greedy_search",
     use_cache: bool = True,
+    stop_ids: Optional[Sequence[int]] = None,
     **generate_kwargs,
 ) -> List[List[int]]:
-    """Generate for prompts of different lengths at once: LEFT-pads them, runs ``model.generate``
-    and returns each sample's new ids, cut before its first stop id (``<|im_end|>``/``<|endoftext|>``).
+    """Generate for prompts of different lengths at once: LEFT-pads them, decodes, and returns each
+    sample's new ids, cut before its first stop id (``stop_ids``, default ``default_stop_ids``).
 
+    Greedy decoding with the cache runs ``greedy_decode``; sampling, or decoding without the cache,
+    runs PaddleNLP's ``model.generate``.
     ``images``: pixels [n_images, 3, S, S] (numpy or paddle) for the prompts' image slots in order.
     ``generate_kwargs`` go to PaddleNLP ``generate`` (e.g. ``top_p``, ``top_k``, ``temperature``).
     """
     if not prompts_input_ids:
         return []
-    if tokenizer is not None:
-        pad_id, stop_ids = tokenizer.eod_id, [tokenizer.im_end_id, tokenizer.eod_id]
-    else:
-        eos = model.config.eos_token_id
-        pad_id, stop_ids = model.config.pad_token_id, list(eos) if isinstance(eos, (list, tuple)) else [eos]
+    stop_ids = list(stop_ids) if stop_ids is not None else default_stop_ids(model, tokenizer)
+    pad_id = tokenizer.eod_id if tokenizer is not None else model.config.pad_token_id
     longest = max(len(p) for p in prompts_input_ids)
     if min(len(p) for p in prompts_input_ids) == 0:
         raise ValueError("every prompt needs at least one token")
@@ -347,22 +411,28 @@ def generate_batch(
     was_training = model.training
     model.eval()
     try:
-        new_ids, _ = model.generate(
-            input_ids=paddle.to_tensor(ids),
-            attention_mask=paddle.to_tensor(mask),
-            images=images,
-            max_new_tokens=max_new_tokens,
-            decode_strategy=decode_strategy,
-            eos_token_id=stop_ids,
-            pad_token_id=pad_id,
-            use_cache=use_cache,
-            **generate_kwargs,
-        )
+        if decode_strategy == "greedy_search" and use_cache and not generate_kwargs:
+            new_ids = greedy_decode(
+                model, paddle.to_tensor(ids), paddle.to_tensor(mask), images, max_new_tokens, stop_ids, pad_id
+            )
+        else:
+            new_ids, _ = model.generate(
+                input_ids=paddle.to_tensor(ids),
+                attention_mask=paddle.to_tensor(mask),
+                images=images,
+                max_new_tokens=max_new_tokens,
+                decode_strategy=decode_strategy,
+                eos_token_id=stop_ids,
+                pad_token_id=pad_id,
+                use_cache=use_cache,
+                **generate_kwargs,
+            )
+            new_ids = new_ids.numpy()
     finally:
         if was_training:
             model.train()
     results = []
-    for row in new_ids.numpy().tolist():
+    for row in new_ids.tolist():
         cut = next((i for i, t in enumerate(row) if t in stop_ids), len(row))
         results.append(row[:cut])
     return results

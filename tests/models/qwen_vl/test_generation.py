@@ -1,4 +1,4 @@
-"""Generation through PaddleNLP's generate: KV cache, left padding, images seen once, stop ids."""
+"""Generation: the lean greedy loop and PaddleNLP's generate, KV cache, left padding, images seen once, stop ids."""
 
 import numpy as np
 import paddle
@@ -156,3 +156,28 @@ def test_each_sample_stops_at_either_stop_id(tiny_model, tiny_pixels, prompts, s
         force_token(tiny_model, patch, row=0, step=1, token=stop_id)
         ids, _ = tiny_model.generate(input_ids=paddle.to_tensor([prompts[1]]), max_new_tokens=MAX_NEW)
     assert ids.numpy().tolist()[0][1] == stop_id and ids.shape[1] == 2  # the config's stop ids end it
+
+
+def test_lean_greedy_equals_paddlenlp_greedy_search(tiny_model, tiny_pixels, prompts):
+    """generate_batch's own greedy loop against PaddleNLP's greedy_search with the cache, on a
+    left-padded batch (every row runs the full budget: a random model does not stop)."""
+    pixels = tiny_pixels[:2]
+    lean = generate_batch(tiny_model, None, prompts, pixels, max_new_tokens=MAX_NEW)
+    width = max(map(len, prompts))
+    ids = paddle.to_tensor([[ENDOFTEXT] * (width - len(p)) + p for p in prompts])
+    mask = paddle.to_tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    theirs, _ = tiny_model.generate(
+        input_ids=ids, attention_mask=mask, images=paddle.to_tensor(pixels), max_new_tokens=MAX_NEW,
+        decode_strategy="greedy_search", eos_token_id=[IM_END, ENDOFTEXT], pad_token_id=ENDOFTEXT,
+    )
+    assert lean == theirs.numpy().tolist()
+
+
+def test_stop_ids_are_a_parameter(tiny_model, tiny_pixels, prompts):
+    pixels = tiny_pixels[:2]
+    free = generate_batch(tiny_model, None, prompts, pixels, max_new_tokens=MAX_NEW)
+    stop = free[0][4]  # the fifth token the model writes for the first prompt
+    cut = generate_batch(tiny_model, None, prompts, pixels, max_new_tokens=MAX_NEW, stop_ids=[stop])
+    for before, after in zip(free, cut):
+        assert after == (before[: before.index(stop)] if stop in before else before)
+    assert cut[0] == free[0][: free[0].index(stop)]

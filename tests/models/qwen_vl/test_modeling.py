@@ -7,6 +7,7 @@ import paddle
 import pytest
 from qwen_vl_reference import IM_END, IMG_END, IMG_START
 
+from paddlemix.models.qwen_vl import modeling
 from paddlemix.models.qwen_vl.configuration import QWenVLConfig, get_preset
 from paddlemix.models.qwen_vl.modeling import (
     QWenVLForCausalLM,
@@ -114,23 +115,26 @@ def test_features_are_cast_to_the_embedding_dtype(tiny_config, make_prompt):
 # ---- loss ----
 
 
-def test_loss_uses_labelled_positions_only(tiny_model, tiny_pixels, make_prompt):
+def test_loss_uses_labelled_positions_only(tiny_model, tiny_pixels, make_prompt, monkeypatch):
     ids = [make_prompt([5, 6], "a.png", [70, 80, 90, IM_END]), make_prompt([9] * 3, "b.png", [11, 12, 13])]
     labels = np.full([2, len(ids[0])], -100)
     labels[0, -4:] = [70, 80, 90, IM_END]
     labels[1, -2:] = [12, 13]
     seen = []
-    hook = tiny_model.lm_head.register_forward_pre_hook(lambda layer, inputs: seen.append(inputs[0].shape))
-    try:
-        out = tiny_model(
-            paddle.to_tensor(ids),
-            images=paddle.to_tensor(tiny_pixels[:2]),
-            labels=paddle.to_tensor(labels),
-            use_cache=False,
-            return_dict=True,
-        )
-    finally:
-        hook.remove()
+    head_loss = modeling.linear_cross_entropy
+
+    def spy(states, weight, targets, *args):
+        seen.append(states.shape)
+        return head_loss(states, weight, targets, *args)
+
+    monkeypatch.setattr(modeling, "linear_cross_entropy", spy)
+    out = tiny_model(
+        paddle.to_tensor(ids),
+        images=paddle.to_tensor(tiny_pixels[:2]),
+        labels=paddle.to_tensor(labels),
+        use_cache=False,
+        return_dict=True,
+    )
     assert seen == [[6, tiny_model.config.hidden_size]]  # 4 + 2 labelled positions, nothing else
     assert out.logits is None
 

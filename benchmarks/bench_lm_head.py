@@ -1,0 +1,183 @@
+"""The LM head's cost on CPU: Paddle's plain matmul + softmax cross-entropy vs the fused NumPy head.
+
+    python benchmarks/bench_lm_head.py head [--rows 100 200 400] [--hidden 64 128] [--repeats 5]
+    python benchmarks/bench_lm_head.py step [--medgrit_dir data/demo/medgrit --image_root ...] [--steps 10]
+
+head  forward + backward of the 151,936-column head and its mean cross-entropy over ROWS labelled
+      positions, both ways, in GFLOP/s (6 * rows * hidden * vocab multiply-adds counted as 2 FLOPs
+      each: the logits and the two gradient matmuls), beside a plain square fp32 matmul
+      (1024 x 1024 x 1024, Paddle's and NumPy's, the faster one) on the same cores.
+step  the demo's training step (the demo config's preset, freezing, batch size, max length and
+      AdamW settings; real batches of the demo set, in the order of the demo's seed) with the
+      plain head vs the fused one, alternating blocks of steps so machine drift hits both; prints
+      steps/s and labelled positions per batch.
+Prints times and ratios; asserts nothing. Run with the demo's threads (``OMP_NUM_THREADS=$(nproc)``).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+CONFIG = os.path.join(ROOT, "paddlemix", "config", "BiRD", "sft_argument_demo.json")
+
+
+def plain_head_loss(states, weight, targets, *unused):
+    import paddle
+    import paddle.nn.functional as F
+
+    return F.cross_entropy(paddle.matmul(states, weight).astype("float32"), targets.reshape([-1, 1]), reduction="mean")
+
+
+def best_time(fn, repeats):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def square_matmul_gflops(repeats):
+    import paddle
+
+    a = np.random.default_rng(0).standard_normal([1024, 1024]).astype(np.float32)
+    pa = paddle.to_tensor(a)
+    flops = 2 * 1024**3
+    return {
+        "paddle": flops / best_time(lambda: paddle.matmul(pa, pa).numpy(), repeats) / 1e9,
+        "numpy": flops / best_time(lambda: a @ a, repeats) / 1e9,
+    }
+
+
+def bench_head(args):
+    import paddle
+
+    from paddlemix.models.qwen_vl.linear_cross_entropy import linear_cross_entropy
+
+    vocab = 151936
+    square = square_matmul_gflops(args.repeats)
+    best = max(square.values())
+    print(f"plain fp32 matmul 1024^3: paddle {square['paddle']:.1f} GFLOP/s, numpy {square['numpy']:.1f} GFLOP/s")
+    rng = np.random.default_rng(0)
+    for hidden in args.hidden:
+        weight = paddle.to_tensor((rng.standard_normal([hidden, vocab]) * 0.02).astype(np.float32), stop_gradient=False)
+        for rows in args.rows:
+            states = paddle.to_tensor(rng.standard_normal([rows, hidden]).astype(np.float32), stop_gradient=False)
+            targets = paddle.to_tensor(rng.integers(0, vocab, rows))
+
+            def step(fn):
+                fn(states, weight, targets).backward()
+                states.clear_gradient()
+                weight.clear_gradient()
+
+            flops = 6 * rows * hidden * vocab
+            plain = best_time(lambda: step(plain_head_loss), args.repeats)
+            fused = best_time(lambda: step(linear_cross_entropy), args.repeats)
+            print(
+                f"hidden {hidden:4d} rows {rows:4d}: plain {plain * 1e3:7.1f} ms ({flops / plain / 1e9:5.1f} GFLOP/s)  "
+                f"fused {fused * 1e3:7.1f} ms ({flops / fused / 1e9:5.1f} GFLOP/s)  speed-up {plain / fused:.2f}x  "
+                f"square matmul / fused throughput {best / (flops / fused / 1e9):.2f}x"
+            )
+
+
+def demo_batches(args, config, tokenizer, image_processor, count):
+    import paddle
+
+    from paddlemix.datasets.medgrit import load_medgrit
+    from paddlemix.datasets.sft import SFTCollator, SFTDataset
+
+    records, _ = load_medgrit([os.path.join(args.medgrit_dir, "train.json")], args.image_root)
+    rng = np.random.default_rng(config["seed"])
+    chosen = [records[i] for i in rng.permutation(len(records))[: count * config["per_device_train_batch_size"]]]
+    dataset = SFTDataset(chosen, tokenizer, image_processor, config["max_length"], show_progress=False)
+    collate = SFTCollator(tokenizer.pad_token_id)
+    size = config["per_device_train_batch_size"]
+    batches = []
+    for start in range(0, len(dataset), size):
+        batch = collate([dataset[i] for i in range(start, start + size)])
+        batches.append({k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()})
+    return batches
+
+
+def bench_step(args):
+    import paddle
+
+    from paddlemix.models.qwen_vl import QWenVLConfig, QWenVLForCausalLM, freeze_vision, modeling
+    from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer
+    from paddlemix.processors.image_processing import QWenVLImageProcessor
+
+    with open(CONFIG) as f:
+        config = json.load(f)
+    paddle.seed(config["seed"])
+    model_config = QWenVLConfig.from_preset(config["model_preset"])
+    model = QWenVLForCausalLM(model_config)
+    if config["freeze_vision"]:
+        freeze_vision(model, train_resampler=config["train_resampler"])
+    model.train()
+    tokenizer = QWenVLTokenizer(image_span=model_config.image_span)
+    batches = demo_batches(args, config, tokenizer, QWenVLImageProcessor.from_config(model_config), args.steps)
+    optimizer = paddle.optimizer.AdamW(
+        learning_rate=config["learning_rate"], beta2=config["adam_beta2"], weight_decay=config["weight_decay"],
+        parameters=[p for p in model.parameters() if not p.stop_gradient],
+        grad_clip=paddle.nn.ClipGradByGlobalNorm(config["max_grad_norm"]),
+    )
+    labelled = [int((b["labels"][:, 1:] != -100).sum()) for b in batches]
+    fused = modeling.linear_cross_entropy
+
+    def run(head):
+        modeling.linear_cross_entropy = head
+        start = time.perf_counter()
+        for batch in batches:
+            loss = model(**batch, use_cache=False, return_dict=True).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+        return time.perf_counter() - start
+
+    print(
+        f"demo step: preset {config['model_preset']}, batch {config['per_device_train_batch_size']}, "
+        f"max_length {config['max_length']}, {len(batches)} batches, labelled positions per batch "
+        f"{min(labelled)}..{max(labelled)} (mean {np.mean(labelled):.0f}); threads {os.environ.get('OMP_NUM_THREADS', '1')}"
+    )
+    run(fused)  # warm-up
+    totals = {"plain": 0.0, "fused": 0.0}
+    try:
+        for _ in range(args.rounds):
+            for name, head in (("plain", plain_head_loss), ("fused", fused)):
+                seconds = run(head)
+                totals[name] += seconds
+                print(f"  {name}: {len(batches) / seconds:.3f} steps/s")
+    finally:
+        modeling.linear_cross_entropy = fused
+    steps = args.rounds * len(batches)
+    print(
+        f"plain {steps / totals['plain']:.3f} steps/s, fused {steps / totals['fused']:.3f} steps/s: "
+        f"fused / plain {totals['plain'] / totals['fused']:.2f}x"
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    head = sub.add_parser("head")
+    head.add_argument("--rows", type=int, nargs="+", default=[100, 200, 400])
+    head.add_argument("--hidden", type=int, nargs="+", default=[64, 128])
+    head.add_argument("--repeats", type=int, default=5)
+    step = sub.add_parser("step")
+    step.add_argument("--medgrit_dir", default=os.path.join(ROOT, "data", "demo", "medgrit"))
+    step.add_argument("--image_root", default=os.path.join(ROOT, "data", "demo", "sa_med2d", "images"))
+    step.add_argument("--steps", type=int, default=10, help="batches per timed block")
+    step.add_argument("--rounds", type=int, default=2, help="plain/fused block pairs")
+    args = parser.parse_args(argv)
+    bench_head(args) if args.what == "head" else bench_step(args)
+
+
+if __name__ == "__main__":
+    main()
