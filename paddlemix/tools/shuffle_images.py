@@ -51,4 +51,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from paddlemix.cli import run
+
+    sys.exit(run(main))
