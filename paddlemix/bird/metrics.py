@@ -29,9 +29,11 @@ from .boxes import iou, parse_boxes
 from .tasks import GC, KNOWN_MODALITIES, RO, VG, check_task, modality_of
 
 CAPTION_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
-# The paper's "mBMR" is not spelled out; read here as the mean of BLEU-4, METEOR and ROUGE-L.
+# The paper's "mBMR" is not spelled out; ClinKD (arXiv 2502.05928), the follow-up that scores
+# Med-GRIT-270k with a copy of BiRD's scripts, computes it in its test_metric/eval_MII.py as the
+# mean of these six, each first averaged over modalities.
 MBMR = "mBMR"
-MBMR_PARTS = ("BLEU-4", "METEOR", "ROUGE-L")
+MBMR_PARTS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L")
 CLEAN_MODES = ("none", "upstream")
 
 
@@ -51,7 +53,11 @@ def metric_names(task: str, iou_threshold: float = 0.5) -> Tuple[str, ...]:
 
 
 def add_mbmr(scores: dict) -> dict:
-    """Add ``mBMR`` (mean of BLEU-4, METEOR, ROUGE-L) to a dict holding those three."""
+    """Add ``mBMR`` (mean of BLEU-1..4, METEOR, ROUGE-L) to a dict holding those six.
+
+    Applied to a macro dict it is the mean of the six macro values: each metric is averaged over
+    modalities first, as ClinKD's ``eval_MII.py`` does (the mean is linear, so this also equals
+    the macro mean of per-modality mBMR)."""
     parts = [scores.get(k) for k in MBMR_PARTS]
     scores[MBMR] = None if any(v is None for v in parts) else float(sum(parts) / len(parts))
     return scores
@@ -592,9 +598,10 @@ CAPTION_DEFINITIONS = {
     "CIDEr": "pycocoevalcap Cider (CIDEr-D, sigma 6), document frequencies from the group's references",
     "SPICE": "pycocoevalcap Spice, mean of per-record F-scores; null when Stanford CoreNLP is not installed",
     "mBMR": (
-        "the paper's summary score, read as the mean of BLEU-4, METEOR and ROUGE-L of the same group "
-        "(the paper does not define it; the three components are listed next to it to recompute another "
-        "reading); no bootstrap interval"
+        "the paper's summary score, which it does not define: the mean of BLEU-1, BLEU-2, BLEU-3, BLEU-4, "
+        "METEOR and ROUGE-L of the same group (macro: of their macro values), as ClinKD (arXiv 2502.05928, "
+        "the follow-up that scores Med-GRIT-270k with BiRD's scripts) computes it in test_metric/eval_MII.py; "
+        "the six components are listed next to it; no bootstrap interval"
     ),
     "scope": (
         "text is PTB-tokenised (lower-cased, punctuation removed) as pycocoevalcap does; per-modality "

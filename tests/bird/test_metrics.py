@@ -216,3 +216,12 @@ def test_spice_scores_are_read_per_record(monkeypatch):
     monkeypatch.setattr(spice_module, "Spice", BrokenSpice)
     rows, reason = metrics._spice_scores({0: ["a"]}, {0: ["b"]})
     assert rows is None and reason == "SPICE failed: OSError: java ran out of memory"
+
+
+def test_mbmr_is_the_six_metric_mean_worked_by_hand():
+    from paddlemix.bird.metrics import add_mbmr
+
+    scores = {"BLEU-1": 0.6, "BLEU-2": 0.45, "BLEU-3": 0.3, "BLEU-4": 0.21, "METEOR": 0.24, "ROUGE-L": 0.48, "CIDEr": 2.0}
+    # (0.6 + 0.45 + 0.3 + 0.21 + 0.24 + 0.48) / 6 = 2.28 / 6 = 0.38; CIDEr is not part of it.
+    assert add_mbmr(dict(scores))["mBMR"] == pytest.approx(0.38, abs=1e-12)
+    assert add_mbmr(dict(scores, **{"BLEU-2": None}))["mBMR"] is None
