@@ -84,13 +84,17 @@ class ParsedBoxes:
         return bool(self.boxes) and not self.unparsed
 
 
-def _read_box(match: "re.Match") -> Optional[Box]:
-    x1, y1, x2, y2 = (float(v) for v in match.groups())
+def ordered_box(x1: float, y1: float, x2: float, y2: float) -> Optional[Box]:
+    """The box with its corners ordered, or None when it has no area."""
     x1, x2 = min(x1, x2), max(x1, x2)
     y1, y2 = min(y1, y2), max(y1, y2)
     if x2 <= x1 or y2 <= y1:
         return None
     return (x1, y1, x2, y2)
+
+
+def _read_box(match: "re.Match") -> Optional[Box]:
+    return ordered_box(*(float(v) for v in match.groups()))
 
 
 def parse_boxes(text) -> ParsedBoxes:
