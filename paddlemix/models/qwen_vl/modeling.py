@@ -24,7 +24,7 @@ import paddle.nn.functional as F
 from paddlenlp.transformers.model_outputs import CausalLMOutputWithPast
 from paddlenlp.transformers.qwen.modeling import QWenLMHead, QWenModel, QWenPretrainedModel
 
-from .configuration import QWenVLConfig
+from .configuration import CHAT_STOP_IDS, QWenVLConfig
 from .vision import QWenVisionTransformer
 
 __all__ = [
@@ -319,21 +319,20 @@ def generate_batch(
     max_new_tokens: int = 512,
     decode_strategy: str = "greedy_search",
     use_cache: bool = True,
+    stop_ids: Sequence[int] = CHAT_STOP_IDS,
     **generate_kwargs,
 ) -> List[List[int]]:
     """Generate for prompts of different lengths at once: LEFT-pads them, runs ``model.generate``
-    and returns each sample's new ids, cut before its first stop id (``<|im_end|>``/``<|endoftext|>``).
+    and returns each sample's new ids, cut before its first stop id (by default Qwen-VL-Chat's:
+    ``<|im_end|>``, ``<|im_start|>``, ``<|endoftext|>``).
 
     ``images``: pixels [n_images, 3, S, S] (numpy or paddle) for the prompts' image slots in order.
     ``generate_kwargs`` go to PaddleNLP ``generate`` (e.g. ``top_p``, ``top_k``, ``temperature``).
     """
     if not prompts_input_ids:
         return []
-    if tokenizer is not None:
-        pad_id, stop_ids = tokenizer.eod_id, [tokenizer.im_end_id, tokenizer.eod_id]
-    else:
-        eos = model.config.eos_token_id
-        pad_id, stop_ids = model.config.pad_token_id, list(eos) if isinstance(eos, (list, tuple)) else [eos]
+    pad_id = tokenizer.eod_id if tokenizer is not None else model.config.pad_token_id
+    stop_ids = list(stop_ids)
     longest = max(len(p) for p in prompts_input_ids)
     if min(len(p) for p in prompts_input_ids) == 0:
         raise ValueError("every prompt needs at least one token")
