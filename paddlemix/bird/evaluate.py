@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from .box_formats import BOX_FORMATS, DEFAULT_BOX_FORMAT, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, PIXEL_FORMATS
 from .metrics import CLEAN_MODES, metric_names, modality_order, score_records
+from .qwen_grounding import PRECISION, PROTOCOL, score_qwen_grounding
 from .tasks import SCORED_TASKS, VG, check_task
 
 
@@ -114,9 +115,26 @@ def evaluate_file(
     image_root: Optional[str] = None,
     min_pixels: int = DEFAULT_MIN_PIXELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    protocol: str = "bird",
 ) -> dict:
-    """Metrics of one prediction file (see :func:`paddlemix.bird.metrics.score_records`)."""
+    """Metrics of one prediction file (see :func:`paddlemix.bird.metrics.score_records`), or with
+    ``protocol="qwen_vl_grounding"`` Qwen-VL's Precision@1 (:mod:`paddlemix.bird.qwen_grounding`)."""
     task, records = read_predictions(pred_file, task)
+    prefilled = sum(1 for r in records if r.get("protocol") == PROTOCOL)
+    if protocol == PROTOCOL:
+        if task != VG:
+            raise PredictionFileError(f"{pred_file}: the {PROTOCOL} protocol scores VG records, not {task}")
+        try:
+            metrics = score_qwen_grounding(records)
+        except ValueError as exc:
+            raise PredictionFileError(f"{pred_file}: {exc}") from None
+        metrics["pred_file"] = os.path.basename(pred_file)
+        return metrics
+    if prefilled:
+        raise PredictionFileError(
+            f"{pred_file}: {prefilled} records were answered with the {PROTOCOL} prompt (the phrase and <box> "
+            f"given); score them with --protocol {PROTOCOL}, not with BiRD's rules"
+        )
     if task == VG and box_format in PIXEL_FORMATS:
         add_image_sizes(records, image_root, pred_file)
     metrics = score_records(
@@ -177,6 +195,8 @@ def write_metrics(metrics: dict, out_json: str) -> None:
 
 def metric_columns(metrics: dict) -> List[str]:
     """The metric keys of a metrics dict, in report order."""
+    if metrics.get("protocol") == PROTOCOL:
+        return [PRECISION]
     return list(metric_names(metrics["task"], metrics.get("iou_threshold", 0.5)))
 
 
@@ -192,7 +212,8 @@ def format_table(metrics: dict) -> str:
     rows.append(["micro", str(sum(s["n"] for s in metrics["per_modality"].values()))] + [_fmt(metrics["micro"].get(c)) for c in columns])
     header = ["modality", "n"] + columns
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    lines = [f"{metrics['task']}: {metrics['n']} records"]
+    protocol = f" ({metrics['protocol']} protocol)" if metrics.get("protocol") else ""
+    lines = [f"{metrics['task']}{protocol}: {metrics['n']} records"]
     lines.append("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
     for k, row in enumerate(rows):
         if k == len(rows) - 2:
@@ -228,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder of the records' images, to read their size for the pixel box formats")
     parser.add_argument("--min_pixels", type=int, default=DEFAULT_MIN_PIXELS, help="qwen25_vl: smart_resize min_pixels")
     parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS, help="qwen25_vl: smart_resize max_pixels")
+    parser.add_argument("--protocol", choices=("bird", PROTOCOL), default="bird",
+                        help=f"bird: BiRD's metrics (default); {PROTOCOL}: Qwen-VL's Precision@1 (VG, phrase pre-filled)")
     return parser
 
 
@@ -236,7 +259,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         metrics = evaluate_file(
             args.pred_file, args.task, args.iou, args.bootstrap, args.seed, args.clean,
-            args.box_format, args.image_root, args.min_pixels, args.max_pixels,
+            args.box_format, args.image_root, args.min_pixels, args.max_pixels, args.protocol,
         )
     except (PredictionFileError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
