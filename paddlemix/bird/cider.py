@@ -1,0 +1,97 @@
+"""CIDEr-D of several groups of the same records, equal bit for bit to a fresh pycocoevalcap
+``CiderScorer`` (n=4, sigma=6) run on each group, at a fraction of its cost.
+
+pycocoevalcap rebuilds every record's tf-idf vectors with a NumPy scalar ``log`` per n-gram,
+``defaultdict`` vectors and NumPy scalar arithmetic. The per-modality scores and the pooled
+(micro) score need the same records under different document frequencies, so here each record's
+n-grams are counted once, the logarithm is taken once per distinct document frequency (with the
+same ``np.log``), and the arithmetic is the same IEEE operations in the same order on Python
+floats: the results are identical, not merely close (tested against pycocoevalcap itself).
+"""
+
+import math
+from collections import Counter
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+N = 4
+SIGMA = 6.0
+
+Counts = Dict[Tuple[str, ...], int]
+
+
+def ngram_counts(sentence: str, n: int = N) -> Counts:
+    """pycocoevalcap's ``precook``: counts of the 1..n-grams of a whitespace-tokenised sentence,
+    in the same insertion order (by length, then position)."""
+    words = sentence.split()
+    counts: Counts = {}
+    for k in range(1, n + 1):
+        for i in range(len(words) - k + 1):
+            gram = tuple(words[i : i + k])
+            counts[gram] = counts.get(gram, 0) + 1
+    return counts
+
+
+class _Record:
+    """One record's n-grams, counted once and reused for every group it is scored in."""
+
+    __slots__ = ("hyp", "ref", "shared", "length_delta")
+
+    def __init__(self, hyp: str, ref: str, n: int = N):
+        hyp_counts, ref_counts = ngram_counts(hyp, n), ngram_counts(ref, n)
+        self.hyp = [(gram, len(gram) - 1, float(tf)) for gram, tf in hyp_counts.items()]
+        self.ref = [(gram, len(gram) - 1, float(tf)) for gram, tf in ref_counts.items()]
+        # The hypothesis n-grams the reference shares, in hypothesis order: only they add to the
+        # cosine (the others add exactly 0.0).
+        self.shared = [(gram, k, tf, float(ref_counts[gram])) for gram, k, tf in self.hyp if gram in ref_counts]
+        # pycocoevalcap's "length" is the bigram count (its n == 1), not the word count.
+        self.length_delta = float(max(0, len(hyp.split()) - 1) - max(0, len(ref.split()) - 1))
+
+
+def prepare(hyps: Sequence[str], refs: Sequence[str], n: int = N) -> List[_Record]:
+    """The tokenised hypotheses and references (one reference each) ready for :func:`group_scores`."""
+    return [_Record(h, r, n) for h, r in zip(hyps, refs)]
+
+
+def _norms(items, ref_len: float, log_df: Dict[Tuple[str, ...], float], n: int) -> List[float]:
+    norm = [0.0] * n
+    for gram, k, tf in items:
+        norm[k] += (tf * (ref_len - log_df.get(gram, 0.0))) ** 2  # pycocoevalcap's pow(v, 2), not v * v
+    return [float(np.sqrt(v)) for v in norm]
+
+
+def group_scores(records: Sequence[_Record], idx: Sequence[int], n: int = N, sigma: float = SIGMA) -> Tuple[float, np.ndarray]:
+    """CIDEr-D of the records ``idx`` (one reference each, see :func:`prepare`): the corpus score
+    and per-record scores, with document frequencies from those records' references."""
+    document_frequency: Counter = Counter()
+    for i in idx:
+        document_frequency.update(gram for gram, _, _ in records[i].ref)
+    if len(idx) < max(document_frequency.values()):
+        raise AssertionError("document frequency exceeds the number of records")
+    logs: Dict[float, float] = {}
+    log_df = {}
+    for gram, count in document_frequency.items():
+        count = float(count)
+        if count not in logs:
+            logs[count] = float(np.log(max(1.0, count)))
+        log_df[gram] = logs[count]
+    ref_len = float(np.log(float(len(idx))))
+    scores = []
+    for i in idx:
+        record = records[i]
+        norm = _norms(record.hyp, ref_len, log_df, n)
+        norm_ref = _norms(record.ref, ref_len, log_df, n)
+        val = [0.0] * n
+        for gram, k, tf, tf_ref in record.shared:
+            weight = ref_len - log_df[gram]
+            value, other = tf * weight, tf_ref * weight
+            val[k] += min(value, other) * other
+        penalty = np.e ** (-(record.length_delta**2) / (2 * sigma**2))
+        for k in range(n):
+            if norm[k] != 0 and norm_ref[k] != 0:
+                val[k] /= norm[k] * norm_ref[k]
+            val[k] *= penalty
+        scores.append(np.mean(np.array(val)) * 10.0)  # pycocoevalcap also divides by len(refs), here 1
+    scores = np.array(scores)
+    return float(np.mean(scores)), scores
