@@ -9,12 +9,12 @@ size kept for the Qwen-VL grounding protocol (:mod:`paddlemix.bird.qwen_groundin
 reference answer written on the Med-GRIT grid so BiRD's scorer can read it as well.
 """
 
-import json
 import os
 from typing import List
 
 from paddlemix.bird.boxes import pixel_boxes_to_text
 from paddlemix.bird.tasks import VG, modality_of
+from paddlemix.datasets.jsonl import first_object, read_objects
 from paddlemix.processors.chat_template import with_image
 
 FIELDS = ("image", "sent", "bbox", "height", "width")
@@ -26,15 +26,8 @@ class RefCocoError(ValueError):
 
 def is_refcoco_file(path: str) -> bool:
     """True when the first line of a JSONL file has the RefCOCO-family fields ``sent`` and ``bbox``."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    first = json.loads(line)
-                except json.JSONDecodeError:
-                    return False
-                return isinstance(first, dict) and "sent" in first and "bbox" in first
-    return False
+    first = first_object(path)
+    return isinstance(first, dict) and "sent" in first and "bbox" in first
 
 
 def _number(value) -> bool:
@@ -44,44 +37,36 @@ def _number(value) -> bool:
 def load_refcoco(path: str, image_root: str, check_images: bool = True) -> List[dict]:
     """Read the JSONL; every problem raises :class:`RefCocoError` naming file and line."""
     records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RefCocoError(f"{where}: not JSON ({exc})") from exc
-            missing = [k for k in FIELDS if not isinstance(raw, dict) or k not in raw]
-            if missing:
-                raise RefCocoError(f"{where}: missing field(s) {', '.join(missing)}")
-            width, height, bbox = raw["width"], raw["height"], raw["bbox"]
-            if not (_number(width) and _number(height) and width > 0 and height > 0):
-                raise RefCocoError(f"{where}: width and height must be positive numbers, got {width!r}, {height!r}")
-            if not (isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)):
-                raise RefCocoError(f"{where}: bbox must be [x1, y1, x2, y2] in pixels, got {bbox!r}")
-            if not (0 <= bbox[0] < bbox[2] <= width and 0 <= bbox[1] < bbox[3] <= height):
-                raise RefCocoError(f"{where}: bbox {bbox} is not a box inside the {width}x{height} image")
-            sent = str(raw["sent"]).strip()
-            if not sent:
-                raise RefCocoError(f"{where}: empty 'sent' (the referring phrase)")
-            image = str(raw["image"])
-            image_path = os.path.join(image_root, image)
-            if check_images and not os.path.isfile(image_path):
-                raise RefCocoError(f"{where}: image not found: {image_path}")
-            records.append(
-                {
-                    "id": str(raw.get("id", lineno - 1)),
-                    "image": image,
-                    "image_path": image_path,
-                    "task": VG,
-                    "modality": modality_of(image),
-                    "conversations": [[with_image(sent, image), pixel_boxes_to_text(sent, [bbox], width, height)]],
-                    "phrase": sent,
-                    "bbox": [float(v) for v in bbox],
-                    "width": width,
-                    "height": height,
-                }
-            )
+    for where, lineno, raw in read_objects(path, RefCocoError):
+        missing = [k for k in FIELDS if not isinstance(raw, dict) or k not in raw]
+        if missing:
+            raise RefCocoError(f"{where}: missing field(s) {', '.join(missing)}")
+        width, height, bbox = raw["width"], raw["height"], raw["bbox"]
+        if not (_number(width) and _number(height) and width > 0 and height > 0):
+            raise RefCocoError(f"{where}: width and height must be positive numbers, got {width!r}, {height!r}")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox)):
+            raise RefCocoError(f"{where}: bbox must be [x1, y1, x2, y2] in pixels, got {bbox!r}")
+        if not (0 <= bbox[0] < bbox[2] <= width and 0 <= bbox[1] < bbox[3] <= height):
+            raise RefCocoError(f"{where}: bbox {bbox} is not a box inside the {width}x{height} image")
+        sent = str(raw["sent"]).strip()
+        if not sent:
+            raise RefCocoError(f"{where}: empty 'sent' (the referring phrase)")
+        image = str(raw["image"])
+        image_path = os.path.join(image_root, image)
+        if check_images and not os.path.isfile(image_path):
+            raise RefCocoError(f"{where}: image not found: {image_path}")
+        records.append(
+            {
+                "id": str(raw.get("id", lineno - 1)),
+                "image": image,
+                "image_path": image_path,
+                "task": VG,
+                "modality": modality_of(image),
+                "conversations": [[with_image(sent, image), pixel_boxes_to_text(sent, [bbox], width, height)]],
+                "phrase": sent,
+                "bbox": [float(v) for v in bbox],
+                "width": width,
+                "height": height,
+            }
+        )
     return records
