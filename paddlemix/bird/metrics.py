@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .box_formats import DEFAULT_BOX_FORMAT, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, PIXEL_FORMATS, foreign_formats, read_boxes
-from . import cider
+from . import coco_scores
 from .boxes import iou, parse_boxes
 from .matching import match_boxes
 from .tasks import GC, KNOWN_MODALITIES, RO, VG, check_task, modality_of
@@ -689,10 +689,10 @@ def _spice_scores(gts: Dict[int, List[str]], res: Dict[int, List[str]]) -> Tuple
 CAPTION_DEFINITIONS = {
     "BLEU-1..4": "pycocoevalcap Bleu(4), corpus level over the group, reference length 'closest'",
     "METEOR": "pycocoevalcap METEOR 1.5 (-l en -norm), corpus score over the group",
-    "ROUGE-L": "pycocoevalcap Rouge (beta 1.2), mean of per-record scores",
+    "ROUGE-L": "pycocoevalcap Rouge (beta 1.2), mean of per-record scores (paddlemix.bird.coco_scores, the same values)",
     "CIDEr": (
         "pycocoevalcap Cider (CIDEr-D, sigma 6), document frequencies from the group's references "
-        "(computed by paddlemix.bird.cider, bit-identical to pycocoevalcap's CiderScorer)"
+        "(computed by paddlemix.bird.coco_scores, bit-identical to pycocoevalcap's CiderScorer)"
     ),
     "SPICE": "pycocoevalcap Spice, mean of per-record F-scores; null when Stanford CoreNLP is not installed",
     "mBMR": (
@@ -711,8 +711,6 @@ CAPTION_DEFINITIONS = {
 
 def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, seed: int = 0) -> dict:
     """GC / MII caption metrics of records: per modality, macro and micro."""
-    from pycocoevalcap.bleu.bleu_scorer import BleuScorer
-    from pycocoevalcap.rouge.rouge import Rouge
 
     task = check_task(task)
     if not records:
@@ -739,22 +737,18 @@ def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, 
         meteor_thread.start()
 
         # Cook every record once; each group's scorer then pools the cooked records, which is
-        # what a fresh pycocoevalcap scorer fed only that group's records computes (CIDEr by
-        # paddlemix.bird.cider, identical to pycocoevalcap's and faster).
-        bleu_cooked = [BleuScorer(hyp, [ref], n=4) for hyp, ref in zip(hyps, refs)]
-        cider_records = cider.prepare(hyps, refs)
-        rouge = Rouge()
-        rouge_rows = np.asarray([rouge.calc_score([h], [r]) for h, r in zip(hyps, refs)], dtype=np.float64)
+        # what a fresh pycocoevalcap scorer fed only that group's records computes
+        # (paddlemix.bird.coco_scores: the same numbers as pycocoevalcap's scorers, cheaper).
+        cooked = coco_scores.prepare(hyps, refs)
+        rouge_rows = np.asarray([coco_scores.rouge_l(h, r) for h, r in zip(hyps, refs)], dtype=np.float64)
 
         results: Dict[Optional[str], dict] = {}
         cider_rows = {}  # per-record CIDEr with the document frequencies of each group
         for name, idx in targets:
-            bleu = BleuScorer(n=4)
-            for i in idx:
-                bleu += bleu_cooked[i]
+            bleu = coco_scores.bleu_scorer(cooked, idx)
             bleu_scores, _ = bleu.compute_score(option="closest", verbose=0)
             if any(refs[i] for i in idx):
-                cider_score, cider_rows[name] = cider.group_scores(cider_records, idx)
+                cider_score, cider_rows[name] = coco_scores.group_scores(cooked, idx)
             else:  # no reference n-gram at all: pycocoevalcap itself would fail on max([])
                 cider_score, cider_rows[name] = 0.0, np.zeros(len(idx))
             results[name] = {f"BLEU-{k + 1}": float(bleu_scores[k]) for k in range(4)}
@@ -785,7 +779,7 @@ def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, 
 
         if bootstrap:
             out["ci95"], warning = _caption_intervals(
-                groups, bleu_cooked, stats, rouge_rows, cider_rows, spice_rows, results[None], meteor, bootstrap, seed
+                groups, cooked, stats, rouge_rows, cider_rows, spice_rows, results[None], meteor, bootstrap, seed
             )
 
     out["spice_unavailable_reason"] = spice_reason
@@ -804,13 +798,13 @@ def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, 
     return out
 
 
-def _caption_intervals(groups, bleu_cooked, meteor_stats, rouge_rows, cider_rows, spice_rows, micro, meteor, reps, seed):
+def _caption_intervals(groups, cooked, meteor_stats, rouge_rows, cider_rows, spice_rows, micro, meteor, reps, seed):
     """Bootstrap intervals of the caption metrics, and a warning if pooling misses the corpus scores."""
-    n = len(bleu_cooked)
+    n = len(cooked)
     cider_by_record = np.zeros(n)
     for m, idx in groups.items():
         cider_by_record[idx] = cider_rows[m]
-    bleu_rows = np.asarray([_bleu_stats(b.ctest[0]) for b in bleu_cooked], dtype=np.float64)
+    bleu_rows = np.asarray([_bleu_stats(record.bleu_test) for record in cooked], dtype=np.float64)
     additive = {
         f"BLEU-{k + 1}": AdditiveMetric(bleu_rows, lambda sums, count, k=k: bleu_from_sums(sums)[:, k]) for k in range(4)
     }

@@ -1,7 +1,11 @@
-"""CIDEr-D of several groups of the same records, equal bit for bit to a fresh pycocoevalcap
-``CiderScorer`` (n=4, sigma=6) run on each group, at a fraction of its cost.
+"""pycocoevalcap's caption statistics, bit-identical and cheaper: BLEU's cooked records, ROUGE-L,
+and CIDEr-D of several groups of the same records (per modality and pooled).
 
-pycocoevalcap rebuilds every record's tf-idf vectors with a NumPy scalar ``log`` per n-gram,
+Each record's n-grams are counted once (:func:`prepare`) and serve BLEU and CIDEr in every group.
+BLEU: the cooked test and reference are the very structures pycocoevalcap's ``cook_test`` /
+``cook_refs`` build, so its own ``BleuScorer.compute_score`` pools them. ROUGE-L: the longest
+common subsequence by a bit-parallel algorithm (the same integer as pycocoevalcap's table), then
+its arithmetic. CIDEr-D (n=4, sigma=6): pycocoevalcap rebuilds every record's tf-idf vectors with a NumPy scalar ``log`` per n-gram,
 ``defaultdict`` vectors and NumPy scalar arithmetic. The per-modality scores and the pooled
 (micro) score need the same records under different document frequencies, so here each record's
 n-grams are counted once, the logarithm is taken once per distinct document frequency (with the
@@ -36,10 +40,22 @@ def ngram_counts(sentence: str, n: int = N) -> Counts:
 class _Record:
     """One record's n-grams, counted once and reused for every group it is scored in."""
 
-    __slots__ = ("hyp", "ref", "shared", "length_delta")
+    __slots__ = ("hyp", "ref", "shared", "length_delta", "bleu_test", "bleu_refs")
 
     def __init__(self, hyp: str, ref: str, n: int = N):
         hyp_counts, ref_counts = ngram_counts(hyp, n), ngram_counts(ref, n)
+        # BLEU, as pycocoevalcap's cook_refs([ref]) and cook_test(hyp, ...) (eff=None) return them.
+        testlen = len(hyp.split())
+        correct = [0] * n
+        for gram, count in hyp_counts.items():
+            correct[len(gram) - 1] += min(ref_counts.get(gram, 0), count)
+        self.bleu_refs = ([len(ref.split())], ref_counts)
+        self.bleu_test = {
+            "reflen": self.bleu_refs[0],
+            "testlen": testlen,
+            "guess": [max(0, testlen - k + 1) for k in range(1, n + 1)],
+            "correct": correct,
+        }
         self.hyp = [(gram, len(gram) - 1, float(tf)) for gram, tf in hyp_counts.items()]
         self.ref = [(gram, len(gram) - 1, float(tf)) for gram, tf in ref_counts.items()]
         # The hypothesis n-grams the reference shares, in hypothesis order: only they add to the
@@ -50,8 +66,46 @@ class _Record:
 
 
 def prepare(hyps: Sequence[str], refs: Sequence[str], n: int = N) -> List[_Record]:
-    """The tokenised hypotheses and references (one reference each) ready for :func:`group_scores`."""
+    """The tokenised hypotheses and references (one reference each) ready for :func:`group_scores`
+    and :func:`bleu_scorer`."""
     return [_Record(h, r, n) for h, r in zip(hyps, refs)]
+
+
+def bleu_scorer(records: Sequence[_Record], idx: Sequence[int]):
+    """pycocoevalcap's ``BleuScorer`` holding the records ``idx``: what adding a fresh
+    ``BleuScorer(hyp, [ref])`` per record builds, without counting the n-grams again."""
+    from pycocoevalcap.bleu.bleu_scorer import BleuScorer
+
+    scorer = BleuScorer(n=N)
+    scorer.crefs = [records[i].bleu_refs for i in idx]
+    scorer.ctest = [records[i].bleu_test for i in idx]
+    return scorer
+
+
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token lists (Hyyrö's bit-parallel form:
+    one big-integer step per token of ``b``)."""
+    masks: Dict[str, int] = {}
+    for i, token in enumerate(a):
+        masks[token] = masks.get(token, 0) | (1 << i)
+    full = (1 << len(a)) - 1
+    v = full
+    for token in b:
+        u = v & masks.get(token, 0)
+        v = ((v + u) | (v - u)) & full
+    return len(a) - bin(v).count("1")
+
+
+def rouge_l(hyp: str, ref: str, beta: float = 1.2) -> float:
+    """pycocoevalcap's ``Rouge().calc_score([hyp], [ref])``: the same tokens (``split(" ")``) and
+    the same arithmetic on the same LCS length."""
+    token_c, token_r = hyp.split(" "), ref.split(" ")
+    lcs = lcs_length(token_r, token_c)
+    prec = lcs / float(len(token_c))
+    rec = lcs / float(len(token_r))
+    if prec != 0 and rec != 0:
+        return ((1 + beta**2) * prec * rec) / float(rec + beta**2 * prec)
+    return 0.0
 
 
 def _norms(items, ref_len: float, log_df: Dict[Tuple[str, ...], float], n: int) -> List[float]:
