@@ -15,6 +15,7 @@ The results are identical, not merely close (tested against pycocoevalcap itself
 
 import contextlib
 import gc
+import math
 from collections import Counter
 from typing import Dict, List, Sequence, Tuple
 
@@ -115,11 +116,12 @@ def rouge_l(hyp: str, ref: str, beta: float = 1.2) -> float:
     return 0.0
 
 
-def _norms(items, ref_len: float, log_df: Dict[Tuple[str, ...], float], n: int) -> List[float]:
+def _norms(items, weight: Dict[Tuple[str, ...], float], default: float, n: int) -> List[float]:
     norm = [0.0] * n
     for gram, k, tf in items:
-        norm[k] += (tf * (ref_len - log_df.get(gram, 0.0))) ** 2  # pycocoevalcap's pow(v, 2), not v * v
-    return [float(np.sqrt(v)) for v in norm]
+        norm[k] += (tf * weight.get(gram, default)) ** 2  # pycocoevalcap's pow(v, 2), not v * v
+    # IEEE square roots are correctly rounded: math.sqrt gives np.sqrt's value.
+    return [math.sqrt(v) for v in norm]
 
 
 def group_scores(records: Sequence[_Record], idx: Sequence[int], n: int = N, sigma: float = SIGMA) -> Tuple[float, np.ndarray]:
@@ -135,29 +137,33 @@ def _group_scores(records, idx, n, sigma):
         document_frequency.update(gram for gram, _, _ in records[i].ref)
     if len(idx) < max(document_frequency.values()):
         raise AssertionError("document frequency exceeds the number of records")
+    ref_len = float(np.log(float(len(idx))))
+    # ref_len - log(df) per n-gram, the factor pycocoevalcap multiplies each term frequency by;
+    # an n-gram no reference has gets df 1, log 0, so ref_len.
     logs: Dict[float, float] = {}
-    log_df = {}
+    weight = {}
     for gram, count in document_frequency.items():
         count = float(count)
         if count not in logs:
-            logs[count] = float(np.log(max(1.0, count)))
-        log_df[gram] = logs[count]
-    ref_len = float(np.log(float(len(idx))))
+            logs[count] = ref_len - float(np.log(max(1.0, count)))
+        weight[gram] = logs[count]
+    penalty_scale = 2 * sigma**2
     scores = []
     for i in idx:
         record = records[i]
-        norm = _norms(record.hyp, ref_len, log_df, n)
-        norm_ref = _norms(record.ref, ref_len, log_df, n)
+        norm = _norms(record.hyp, weight, ref_len, n)
+        norm_ref = _norms(record.ref, weight, ref_len, n)
         val = [0.0] * n
         for gram, k, tf, tf_ref in record.shared:
-            weight = ref_len - log_df[gram]
-            value, other = tf * weight, tf_ref * weight
+            w = weight[gram]
+            value, other = tf * w, tf_ref * w
             val[k] += min(value, other) * other
-        penalty = np.e ** (-(record.length_delta**2) / (2 * sigma**2))
+        penalty = np.e ** (-(record.length_delta**2) / penalty_scale)
+        total = -0.0  # np.mean of a short array: a plain left-to-right sum from -0.0, then / n
         for k in range(n):
             if norm[k] != 0 and norm_ref[k] != 0:
                 val[k] /= norm[k] * norm_ref[k]
-            val[k] *= penalty
-        scores.append(np.mean(np.array(val)) * 10.0)  # pycocoevalcap also divides by len(refs), here 1
+            total += val[k] * penalty
+        scores.append(total / n * 10.0)  # pycocoevalcap also divides by len(refs), here 1
     scores = np.array(scores)
     return float(np.mean(scores)), scores
