@@ -11,7 +11,8 @@ from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRIC_KEYS = {
-    "VG": {"Recall@0.5", "Acc@0.5", "mIoU", "parse_failure_rate"},
+    "VG": {"Recall@0.5", "match_precision@0.5", "match_recall@0.5", "match_F1@0.5", "Acc@0.25", "Acc@0.5", "Acc@0.75",
+           "mIoU", "parse_failure_rate"},
     "RO": {"accuracy", "exact_match"},
     "GC": {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE"},
     "MII": {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE"},

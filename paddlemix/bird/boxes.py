@@ -84,8 +84,8 @@ class ParsedBoxes:
         return bool(self.boxes) and not self.unparsed
 
 
-def _read_box(match: "re.Match") -> Optional[Box]:
-    x1, y1, x2, y2 = (float(v) for v in match.groups())
+def ordered_box(x1: float, y1: float, x2: float, y2: float) -> Optional[Box]:
+    """The box with its corners ordered, or None when it has no area."""
     x1, x2 = min(x1, x2), max(x1, x2)
     y1, y2 = min(y1, y2), max(y1, y2)
     if x2 <= x1 or y2 <= y1:
@@ -98,6 +98,10 @@ def corner_pair_spans(text: str) -> List[Tuple[int, int, Optional[Box]]]:
     pair's character span; ``box`` has ordered corners, or is None when degenerate. The same grammar
     :func:`parse_boxes` reads, for callers that need to know where each box was written."""
     return [(m.start(), m.end(), _read_box(m)) for m in _BOX_RE.finditer(text)]
+
+
+def _read_box(match: "re.Match") -> Optional[Box]:
+    return ordered_box(*(float(v) for v in match.groups()))
 
 
 def parse_boxes(text) -> ParsedBoxes:

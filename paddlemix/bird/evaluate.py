@@ -10,8 +10,10 @@ import os
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+from .box_formats import BOX_FORMATS, DEFAULT_BOX_FORMAT, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, PIXEL_FORMATS
 from .metrics import CLEAN_MODES, metric_names, modality_order, score_records
-from .tasks import SCORED_TASKS, check_task
+from .qwen_grounding import PRECISION, PROTOCOL, score_qwen_grounding
+from .tasks import SCORED_TASKS, VG, check_task
 
 
 class PredictionFileError(ValueError):
@@ -85,6 +87,27 @@ def _check_record(record: dict, where: str) -> None:
         raise PredictionFileError(f"{where}: record needs 'modality' or 'image' to tell its modality")
 
 
+def add_image_sizes(records: List[dict], image_root: Optional[str], pred_file: str) -> None:
+    """Give every record ``width`` / ``height`` (pixel box formats need them): kept when the record
+    has them, else read from ``image_root/<image>``; raises naming the file and record otherwise."""
+    for k, record in enumerate(records):
+        if isinstance(record.get("width"), (int, float)) and isinstance(record.get("height"), (int, float)):
+            continue
+        where = f"{pred_file}: record {k} (id {record.get('id', '?')})"
+        if image_root is None:
+            raise PredictionFileError(
+                f"{where}: the box format is in pixels and the record has no 'width'/'height'; pass --image_root"
+            )
+        path = os.path.join(image_root, str(record.get("image", "")))
+        try:
+            from PIL import Image
+
+            with Image.open(path) as image:
+                record["width"], record["height"] = image.size
+        except OSError as exc:
+            raise PredictionFileError(f"{where}: cannot read the image size from {path}: {exc}") from None
+
+
 def evaluate_file(
     pred_file: str,
     task: Optional[str] = None,
@@ -92,12 +115,76 @@ def evaluate_file(
     bootstrap: int = 0,
     seed: int = 0,
     clean: str = "none",
+    box_format: str = DEFAULT_BOX_FORMAT,
+    image_root: Optional[str] = None,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    protocol: str = "bird",
 ) -> dict:
-    """Metrics of one prediction file (see :func:`paddlemix.bird.metrics.score_records`)."""
+    """Metrics of one prediction file (see :func:`paddlemix.bird.metrics.score_records`), or with
+    ``protocol="qwen_vl_grounding"`` Qwen-VL's Precision@1 (:mod:`paddlemix.bird.qwen_grounding`)."""
     task, records = read_predictions(pred_file, task)
-    metrics = score_records(records, task, iou_threshold=iou_threshold, bootstrap=bootstrap, seed=seed, clean=clean)
+    prefilled = sum(1 for r in records if r.get("protocol") == PROTOCOL)
+    if protocol == PROTOCOL:
+        if task != VG:
+            raise PredictionFileError(f"{pred_file}: the {PROTOCOL} protocol scores VG records, not {task}")
+        try:
+            metrics = score_qwen_grounding(records)
+        except ValueError as exc:
+            raise PredictionFileError(f"{pred_file}: {exc}") from None
+        metrics["pred_file"] = os.path.basename(pred_file)
+        return metrics
+    if prefilled:
+        raise PredictionFileError(
+            f"{pred_file}: {prefilled} records were answered with the {PROTOCOL} prompt (the phrase and <box> "
+            f"given); score them with --protocol {PROTOCOL}, not with BiRD's rules"
+        )
+    if task == VG and box_format in PIXEL_FORMATS:
+        add_image_sizes(records, image_root, pred_file)
+    metrics = score_records(
+        records, task, iou_threshold=iou_threshold, bootstrap=bootstrap, seed=seed, clean=clean,
+        box_format=box_format, min_pixels=min_pixels, max_pixels=max_pixels,
+    )
     metrics["pred_file"] = os.path.basename(pred_file)
+    metrics["warnings"] = score_warnings(metrics)
     return metrics
+
+
+# A score this far above its strict counterpart is flagged: the lenient one is being gamed or the
+# responses say much more than the answer.
+INFLATION_GAP = 0.2
+
+
+def score_warnings(metrics: dict) -> List[str]:
+    """What a reader should check before quoting a headline score: BiRD's Recall@0.5 far above the
+    one-to-one precision (boxes sprayed), RO accuracy far above exact_match (answers that list
+    names), and responses written in another box format than the one scored."""
+    warnings = []
+    macro = metrics.get("macro", {})
+    if metrics.get("task") == VG:
+        t = f"{metrics.get('iou_threshold', 0.5):g}"
+        recall, precision = macro.get(f"Recall@{t}"), macro.get(f"match_precision@{t}")
+        n_pred, n_ref = metrics.get("n_predicted_boxes"), metrics.get("n_reference_boxes")
+        if recall is not None and precision is not None and (
+            recall - precision > INFLATION_GAP or (n_pred is not None and n_ref and n_pred > 2 * n_ref)
+        ):
+            warnings.append(
+                f"VG: Recall@{t} {recall:.4f} but match_precision@{t} {precision:.4f} ({n_pred} predicted boxes for "
+                f"{n_ref} reference boxes): Recall@{t} does not count extra boxes, so read it beside the precision"
+            )
+        for name, count in (metrics.get("n_records_in_other_box_format") or {}).items():
+            warnings.append(
+                f"VG: {count} responses carry {name} markup, not the scored box format "
+                f"{metrics.get('box_format', DEFAULT_BOX_FORMAT)}; pass --box_format if the model writes {name}"
+            )
+    elif metrics.get("task") == "RO":
+        accuracy, exact = macro.get("accuracy"), macro.get("exact_match")
+        if accuracy is not None and exact is not None and accuracy - exact > INFLATION_GAP:
+            warnings.append(
+                f"RO: accuracy {accuracy:.4f} but exact_match {exact:.4f}: accuracy counts any response that "
+                "contains the reference's words, so one listing several class names scores as correct"
+            )
+    return warnings
 
 
 def write_metrics(metrics: dict, out_json: str) -> None:
@@ -112,6 +199,8 @@ def write_metrics(metrics: dict, out_json: str) -> None:
 
 def metric_columns(metrics: dict) -> List[str]:
     """The metric keys of a metrics dict, in report order."""
+    if metrics.get("protocol") == PROTOCOL:
+        return [PRECISION]
     return list(metric_names(metrics["task"], metrics.get("iou_threshold", 0.5)))
 
 
@@ -127,7 +216,8 @@ def format_table(metrics: dict) -> str:
     rows.append(["micro", str(sum(s["n"] for s in metrics["per_modality"].values()))] + [_fmt(metrics["micro"].get(c)) for c in columns])
     header = ["modality", "n"] + columns
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    lines = [f"{metrics['task']}: {metrics['n']} records"]
+    protocol = f" ({metrics['protocol']} protocol)" if metrics.get("protocol") else ""
+    lines = [f"{metrics['task']}{protocol}: {metrics['n']} records"]
     lines.append("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
     for k, row in enumerate(rows):
         if k == len(rows) - 2:
@@ -141,6 +231,10 @@ def format_table(metrics: dict) -> str:
         lines.append(f"skipped (reference has no box): {metrics['n_skipped_no_reference_box']}")
     if metrics.get("spice_unavailable_reason"):
         lines.append(f"SPICE: null ({metrics['spice_unavailable_reason']})")
+    for turn, scores in (metrics.get("per_turn") or {}).items():
+        values = ", ".join(f"{c} {_fmt(scores['macro'].get(c))}" for c in columns)
+        lines.append(f"turn {turn} (n {scores['n']}), macro: {values}")
+    lines.extend(f"warning: {w}" for w in score_warnings(metrics))
     return "\n".join(lines)
 
 
@@ -153,13 +247,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--clean", choices=CLEAN_MODES, default="none", help="'upstream' strips raw special tokens as the original scripts did")
     parser.add_argument("--iou", type=float, default=0.5, help="VG IoU threshold")
+    parser.add_argument("--box_format", choices=BOX_FORMATS, default=DEFAULT_BOX_FORMAT,
+                        help="how VG responses write boxes (see paddlemix.bird.box_formats); default: Qwen-VL's grid")
+    parser.add_argument("--image_root", default=None,
+                        help="folder of the records' images, to read their size for the pixel box formats")
+    parser.add_argument("--min_pixels", type=int, default=DEFAULT_MIN_PIXELS, help="qwen25_vl: smart_resize min_pixels")
+    parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS, help="qwen25_vl: smart_resize max_pixels")
+    parser.add_argument("--protocol", choices=("bird", PROTOCOL), default="bird",
+                        help=f"bird: BiRD's metrics (default); {PROTOCOL}: Qwen-VL's Precision@1 (VG, phrase pre-filled)")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        metrics = evaluate_file(args.pred_file, args.task, args.iou, args.bootstrap, args.seed, args.clean)
+        metrics = evaluate_file(
+            args.pred_file, args.task, args.iou, args.bootstrap, args.seed, args.clean,
+            args.box_format, args.image_root, args.min_pixels, args.max_pixels, args.protocol,
+        )
     except (PredictionFileError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

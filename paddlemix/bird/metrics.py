@@ -25,19 +25,33 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .box_formats import DEFAULT_BOX_FORMAT, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, PIXEL_FORMATS, foreign_formats, read_boxes
+from . import coco_scores
 from .boxes import iou, parse_boxes
+from .matching import match_boxes
 from .tasks import GC, KNOWN_MODALITIES, RO, VG, check_task, modality_of
 
 CAPTION_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
-# The paper's "mBMR" is not spelled out; read here as the mean of BLEU-4, METEOR and ROUGE-L.
+# The paper's "mBMR" is not spelled out; ClinKD (arXiv 2502.05928), the follow-up that scores
+# Med-GRIT-270k with a copy of BiRD's scripts, computes it in its test_metric/eval_MII.py as the
+# mean of these six, each first averaged over modalities.
 MBMR = "mBMR"
-MBMR_PARTS = ("BLEU-4", "METEOR", "ROUGE-L")
+MBMR_PARTS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L")
 CLEAN_MODES = ("none", "upstream")
 
 
-def vg_metric_names(iou_threshold: float = 0.5) -> Tuple[str, str, str, str]:
-    """VG keys; the threshold is part of the name (``Recall@0.5`` at the default)."""
-    return (f"Recall@{iou_threshold:g}", f"Acc@{iou_threshold:g}", "mIoU", "parse_failure_rate")
+ACC_THRESHOLDS = (0.25, 0.5, 0.75)  # MedRegA's Acc@0.25/0.5/0.75, first box vs first box
+
+
+def vg_metric_names(iou_threshold: float = 0.5) -> Tuple[str, ...]:
+    """VG keys in report order; ``Recall`` and the one-to-one ``match_*`` scores carry the
+    threshold in their name (``Recall@0.5`` at the default), the precision beside the recall."""
+    t = f"{iou_threshold:g}"
+    return (
+        (f"Recall@{t}", f"match_precision@{t}", f"match_recall@{t}", f"match_F1@{t}")
+        + tuple(f"Acc@{a:g}" for a in ACC_THRESHOLDS)
+        + ("mIoU", "parse_failure_rate")
+    )
 
 
 def metric_names(task: str, iou_threshold: float = 0.5) -> Tuple[str, ...]:
@@ -51,7 +65,11 @@ def metric_names(task: str, iou_threshold: float = 0.5) -> Tuple[str, ...]:
 
 
 def add_mbmr(scores: dict) -> dict:
-    """Add ``mBMR`` (mean of BLEU-4, METEOR, ROUGE-L) to a dict holding those three."""
+    """Add ``mBMR`` (mean of BLEU-1..4, METEOR, ROUGE-L) to a dict holding those six.
+
+    Applied to a macro dict it is the mean of the six macro values: each metric is averaged over
+    modalities first, as ClinKD's ``eval_MII.py`` does (the mean is linear, so this also equals
+    the macro mean of per-modality mBMR)."""
     parts = [scores.get(k) for k in MBMR_PARTS]
     scores[MBMR] = None if any(v is None for v in parts) else float(sum(parts) / len(parts))
     return scores
@@ -240,38 +258,72 @@ class VGRecordScore:
     first_iou: float  # first predicted box vs first reference box; 0 without a predicted box
     hit: bool  # first_iou >= threshold
     parse_failure: bool  # no box read from the response, or a fragment that could not be read
+    n_predicted_boxes: int = 0
+    n_matched: int = 0  # one-to-one (Hungarian) pairs with IoU >= threshold
+    other_formats: Tuple[str, ...] = ()  # markup of other box formats seen in the response
 
 
-def vg_record_score(annotation, response, iou_threshold: float = 0.5) -> Optional[VGRecordScore]:
-    """One VG record's numbers, or None when the reference has no box (the record is skipped)."""
+def vg_record_score(
+    annotation,
+    response,
+    iou_threshold: float = 0.5,
+    box_format: str = DEFAULT_BOX_FORMAT,
+    width: Optional[float] = None,
+    height: Optional[float] = None,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Optional[VGRecordScore]:
+    """One VG record's numbers, or None when the reference has no box (the record is skipped).
+
+    The reference is Med-GRIT's grid markup; the response is read in ``box_format`` (see
+    :mod:`paddlemix.bird.box_formats`; pixel formats need ``width`` and ``height``)."""
     references = parse_boxes(annotation).boxes
     if not references:
         return None
-    predicted = parse_boxes(response)
+    predicted = read_boxes(response, box_format, width, height, min_pixels, max_pixels)
     found = sum(1 for ref in references if any(iou(box, ref) > iou_threshold for box in predicted.boxes))
     first = iou(predicted.boxes[0], references[0]) if predicted.boxes else 0.0
+    _, counts = match_boxes(predicted.boxes, references, iou_threshold)
     return VGRecordScore(
         n_reference_boxes=len(references),
         n_found=found,
         first_iou=first,
         hit=first >= iou_threshold,
         parse_failure=not predicted.ok,
+        n_predicted_boxes=len(predicted.boxes),
+        n_matched=counts.true_positives,
+        other_formats=tuple(foreign_formats(response, box_format)),
     )
 
 
-def vg_definitions(iou_threshold: float) -> Dict[str, str]:
-    recall, acc, _, _ = vg_metric_names(iou_threshold)
-    return {
+def vg_definitions(iou_threshold: float, box_format: str = DEFAULT_BOX_FORMAT) -> Dict[str, str]:
+    recall, precision, match_recall, f1 = vg_metric_names(iou_threshold)[:4]
+    t = f"{iou_threshold:g}"
+    definitions = {
         recall: (
             f"upstream definition: found reference boxes / all reference boxes, where a reference box "
-            f"is found when any box parsed from the response has IoU > {iou_threshold:g} with it "
-            "(strictly greater); a response without a box finds nothing"
+            f"is found when any box parsed from the response has IoU > {t} with it "
+            "(strictly greater); a response without a box finds nothing. Extra predicted boxes cost "
+            f"nothing, so read it beside {precision}"
         ),
-        acc: f"per record: IoU(first predicted box, first reference box) >= {iou_threshold:g} (RefCOCO convention)",
+        precision: (
+            f"one-to-one (Hungarian) matching of predicted to reference boxes, a pair allowed at IoU >= {t}, "
+            "most pairs first, then the largest total IoU: matched pairs / predicted boxes, both pooled over "
+            "the group's records; 0 when the group predicts no box"
+        ),
+        match_recall: f"the same matching: matched pairs / reference boxes, pooled over the group's records",
+        f1: "2 * matched / (predicted boxes + reference boxes), pooled over the group's records",
         "mIoU": "mean over records of IoU(first predicted box, first reference box); 0 when no box is parsed",
         "parse_failure_rate": (
             "fraction of records whose response yields no box, or contains a box-like fragment that "
-            "could not be read (unclosed pair, non-numeric or degenerate corners)"
+            "could not be read (unclosed pair, non-numeric, degenerate or out-of-range corners)"
+        ),
+        "n_predicted_boxes / n_reference_boxes": "box counts per modality and in total, beside the scores",
+        "box_format": (
+            f"responses read as {box_format!r} (paddlemix.bird.box_formats) and put on the [0, 1000) grid of "
+            "the reference; responses carrying markup of another format are counted per format in "
+            "n_records_in_other_box_format and never re-read in it (qwen_vl's lenient bare (x,y),(x,y) pairs "
+            "are still read)"
         ),
         "scope": (
             "records whose reference answer has no box are skipped (n_skipped_no_reference_box); "
@@ -279,39 +331,88 @@ def vg_definitions(iou_threshold: float) -> Dict[str, str]:
             "(corners ordered, missing </box> and bare (x,y),(x,y) pairs accepted)"
         ),
     }
+    for a in ACC_THRESHOLDS:
+        definitions[f"Acc@{a:g}"] = f"per record: IoU(first predicted box, first reference box) >= {a:g} (RefCOCO / MedRegA convention)"
+    return definitions
 
 
-def score_vg(records: Sequence[dict], iou_threshold: float = 0.5, bootstrap: int = 0, seed: int = 0) -> dict:
+def _ratio_or_zero(sums: np.ndarray, count: int) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sums[:, 1] > 0, sums[:, 0] / np.where(sums[:, 1] > 0, sums[:, 1], 1.0), 0.0)
+
+
+def _image_size(record: dict, where: str) -> Tuple[float, float]:
+    width, height = record.get("width"), record.get("height")
+    if not (isinstance(width, (int, float)) and isinstance(height, (int, float)) and width > 0 and height > 0):
+        raise ValueError(
+            f"{where}: this box format is in pixels and needs the image size: give the record positive "
+            "'width' and 'height' fields, or --image_root to read them from the image"
+        )
+    return float(width), float(height)
+
+
+def score_vg(
+    records: Sequence[dict],
+    iou_threshold: float = 0.5,
+    bootstrap: int = 0,
+    seed: int = 0,
+    box_format: str = DEFAULT_BOX_FORMAT,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> dict:
     """Visual grounding metrics of records (``annotation`` and ``response`` carry the boxes)."""
-    recall, acc, miou, failure = vg_metric_names(iou_threshold)
+    names = vg_metric_names(iou_threshold)
     scored, rows = [], []
     skipped: Dict[str, int] = {}
-    for record in records:
-        result = vg_record_score(record.get("annotation"), _text(record.get("response")), iou_threshold)
+    other_formats: Dict[str, int] = {}
+    for k, record in enumerate(records):
+        size = (None, None)
+        if box_format in PIXEL_FORMATS:
+            size = _image_size(record, f"record {k} (id {record.get('id', '?')})")
+        result = vg_record_score(
+            record.get("annotation"), _text(record.get("response")), iou_threshold, box_format, *size, min_pixels, max_pixels
+        )
         if result is None:
             m = record_modality(record)
             skipped[m] = skipped.get(m, 0) + 1
             continue
+        for name in result.other_formats:
+            other_formats[name] = other_formats.get(name, 0) + 1
         scored.append(record)
         rows.append(
-            [result.n_found, result.n_reference_boxes, float(result.hit), result.first_iou, float(result.parse_failure)]
+            [result.n_found, result.n_reference_boxes, result.n_matched, result.n_predicted_boxes, result.first_iou,
+             float(result.parse_failure)]
+            + [float(result.first_iou >= a) for a in ACC_THRESHOLDS]
         )
-    table = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+    table = np.asarray(rows, dtype=np.float64).reshape(-1, 6 + len(ACC_THRESHOLDS))
+    found, n_ref, matched, n_pred = (table[:, i : i + 1] for i in range(4))
     ones = np.ones((len(table), 1))
     metrics = {
-        recall: AdditiveMetric(table[:, 0:2], _ratio),
-        acc: AdditiveMetric(np.hstack([table[:, 2:3], ones]), _ratio),
-        miou: AdditiveMetric(np.hstack([table[:, 3:4], ones]), _ratio),
-        failure: AdditiveMetric(np.hstack([table[:, 4:5], ones]), _ratio),
+        names[0]: AdditiveMetric(np.hstack([found, n_ref]), _ratio),
+        names[1]: AdditiveMetric(np.hstack([matched, n_pred]), _ratio_or_zero),
+        names[2]: AdditiveMetric(np.hstack([matched, n_ref]), _ratio),
+        names[3]: AdditiveMetric(np.hstack([2 * matched, n_pred + n_ref]), _ratio),
     }
+    for j, a in enumerate(ACC_THRESHOLDS):
+        metrics[f"Acc@{a:g}"] = AdditiveMetric(np.hstack([table[:, 6 + j : 7 + j], ones]), _ratio)
+    metrics["mIoU"] = AdditiveMetric(np.hstack([table[:, 4:5], ones]), _ratio)
+    metrics["parse_failure_rate"] = AdditiveMetric(np.hstack([table[:, 5:6], ones]), _ratio)
     groups = group_by_modality(scored)
     out = {"task": VG}
     out.update(_summarise_additive(len(records), groups, metrics, bootstrap, seed))
+    for m, idx in groups.items():
+        out["per_modality"][m]["n_predicted_boxes"] = int(table[idx, 3].sum())
+        out["per_modality"][m]["n_reference_boxes"] = int(table[idx, 1].sum())
     out["iou_threshold"] = iou_threshold
+    out["box_format"] = box_format
+    if box_format == "qwen25_vl":
+        out["smart_resize"] = {"factor": 28, "min_pixels": min_pixels, "max_pixels": max_pixels}
     out["n_reference_boxes"] = int(table[:, 1].sum())
+    out["n_predicted_boxes"] = int(table[:, 3].sum())
     out["n_skipped_no_reference_box"] = int(sum(skipped.values()))
     out["n_skipped_no_reference_box_per_modality"] = {m: skipped[m] for m in modality_order(skipped)}
-    out["definitions"] = vg_definitions(iou_threshold)
+    out["n_records_in_other_box_format"] = other_formats
+    out["definitions"] = vg_definitions(iou_threshold, box_format)
     if bootstrap:
         out.update(_bootstrap_info(bootstrap, seed))
     return out
@@ -588,13 +689,17 @@ def _spice_scores(gts: Dict[int, List[str]], res: Dict[int, List[str]]) -> Tuple
 CAPTION_DEFINITIONS = {
     "BLEU-1..4": "pycocoevalcap Bleu(4), corpus level over the group, reference length 'closest'",
     "METEOR": "pycocoevalcap METEOR 1.5 (-l en -norm), corpus score over the group",
-    "ROUGE-L": "pycocoevalcap Rouge (beta 1.2), mean of per-record scores",
-    "CIDEr": "pycocoevalcap Cider (CIDEr-D, sigma 6), document frequencies from the group's references",
+    "ROUGE-L": "pycocoevalcap Rouge (beta 1.2), mean of per-record scores (paddlemix.bird.coco_scores, the same values)",
+    "CIDEr": (
+        "pycocoevalcap Cider (CIDEr-D, sigma 6), document frequencies from the group's references "
+        "(computed by paddlemix.bird.coco_scores, bit-identical to pycocoevalcap's CiderScorer)"
+    ),
     "SPICE": "pycocoevalcap Spice, mean of per-record F-scores; null when Stanford CoreNLP is not installed",
     "mBMR": (
-        "the paper's summary score, read as the mean of BLEU-4, METEOR and ROUGE-L of the same group "
-        "(the paper does not define it; the three components are listed next to it to recompute another "
-        "reading); no bootstrap interval"
+        "the paper's summary score, which it does not define: the mean of BLEU-1, BLEU-2, BLEU-3, BLEU-4, "
+        "METEOR and ROUGE-L of the same group (macro: of their macro values), as ClinKD (arXiv 2502.05928, "
+        "the follow-up that scores Med-GRIT-270k with BiRD's scripts) computes it in test_metric/eval_MII.py; "
+        "the six components are listed next to it; no bootstrap interval"
     ),
     "scope": (
         "text is PTB-tokenised (lower-cased, punctuation removed) as pycocoevalcap does; per-modality "
@@ -623,9 +728,6 @@ def bound_captions(texts: Sequence[str], ids: Sequence, limit: int = MAX_CAPTION
 
 def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, seed: int = 0) -> dict:
     """GC / MII caption metrics of records: per modality, macro and micro."""
-    from pycocoevalcap.bleu.bleu_scorer import BleuScorer
-    from pycocoevalcap.cider.cider_scorer import CiderScorer
-    from pycocoevalcap.rouge.rouge import Rouge
 
     task = check_task(task)
     if not records:
@@ -654,24 +756,18 @@ def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, 
         meteor_thread.start()
 
         # Cook every record once; each group's scorer then pools the cooked records, which is
-        # what a fresh pycocoevalcap scorer fed only that group's records computes.
-        bleu_cooked = [BleuScorer(hyp, [ref], n=4) for hyp, ref in zip(hyps, refs)]
-        cider_cooked = [CiderScorer(hyp, [ref], n=4, sigma=6.0) for hyp, ref in zip(hyps, refs)]
-        rouge = Rouge()
-        rouge_rows = np.asarray([rouge.calc_score([h], [r]) for h, r in zip(hyps, refs)], dtype=np.float64)
+        # what a fresh pycocoevalcap scorer fed only that group's records computes
+        # (paddlemix.bird.coco_scores: the same numbers as pycocoevalcap's scorers, cheaper).
+        cooked = coco_scores.prepare(hyps, refs)
+        rouge_rows = np.asarray([coco_scores.rouge_l(h, r) for h, r in zip(hyps, refs)], dtype=np.float64)
 
         results: Dict[Optional[str], dict] = {}
         cider_rows = {}  # per-record CIDEr with the document frequencies of each group
         for name, idx in targets:
-            bleu = BleuScorer(n=4)
-            for i in idx:
-                bleu += bleu_cooked[i]
+            bleu = coco_scores.bleu_scorer(cooked, idx)
             bleu_scores, _ = bleu.compute_score(option="closest", verbose=0)
             if any(refs[i] for i in idx):
-                cider = CiderScorer(n=4, sigma=6.0)
-                for i in idx:
-                    cider += cider_cooked[i]
-                cider_score, cider_rows[name] = cider.compute_score()
+                cider_score, cider_rows[name] = coco_scores.group_scores(cooked, idx)
             else:  # no reference n-gram at all: pycocoevalcap itself would fail on max([])
                 cider_score, cider_rows[name] = 0.0, np.zeros(len(idx))
             results[name] = {f"BLEU-{k + 1}": float(bleu_scores[k]) for k in range(4)}
@@ -702,7 +798,7 @@ def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, 
 
         if bootstrap:
             out["ci95"], warning = _caption_intervals(
-                groups, bleu_cooked, stats, rouge_rows, cider_rows, spice_rows, results[None], meteor, bootstrap, seed
+                groups, cooked, stats, rouge_rows, cider_rows, spice_rows, results[None], meteor, bootstrap, seed
             )
 
     out["spice_unavailable_reason"] = spice_reason
@@ -727,13 +823,13 @@ def score_captions(records: Sequence[dict], task: str = GC, bootstrap: int = 0, 
     return out
 
 
-def _caption_intervals(groups, bleu_cooked, meteor_stats, rouge_rows, cider_rows, spice_rows, micro, meteor, reps, seed):
+def _caption_intervals(groups, cooked, meteor_stats, rouge_rows, cider_rows, spice_rows, micro, meteor, reps, seed):
     """Bootstrap intervals of the caption metrics, and a warning if pooling misses the corpus scores."""
-    n = len(bleu_cooked)
+    n = len(cooked)
     cider_by_record = np.zeros(n)
     for m, idx in groups.items():
         cider_by_record[idx] = cider_rows[m]
-    bleu_rows = np.asarray([_bleu_stats(b.ctest[0]) for b in bleu_cooked], dtype=np.float64)
+    bleu_rows = np.asarray([_bleu_stats(record.bleu_test) for record in cooked], dtype=np.float64)
     additive = {
         f"BLEU-{k + 1}": AdditiveMetric(bleu_rows, lambda sums, count, k=k: bleu_from_sums(sums)[:, k]) for k in range(4)
     }
@@ -770,6 +866,19 @@ def _pooling_gap(additive: Dict[str, AdditiveMetric], corpus: dict, n: int) -> D
 # One entry point for every task
 
 
+def _score_task(records, task, iou_threshold, bootstrap, seed, box_format, min_pixels, max_pixels) -> dict:
+    if task == VG:
+        return score_vg(records, iou_threshold, bootstrap, seed, box_format, min_pixels, max_pixels)
+    if task == RO:
+        return score_ro(records, bootstrap, seed)
+    return score_captions(records, task, bootstrap, seed)
+
+
+def record_turn(record: dict) -> int:
+    """The turn index a prediction answers (0, the first turn upstream scores, when absent)."""
+    return int(record.get("turn") or 0)
+
+
 def score_records(
     records: Sequence[dict],
     task: str,
@@ -777,8 +886,14 @@ def score_records(
     bootstrap: int = 0,
     seed: int = 0,
     clean: str = "none",
+    box_format: str = DEFAULT_BOX_FORMAT,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict:
-    """Score records of one task; ``clean`` is applied to each response first (see :func:`clean_response`)."""
+    """Score records of one task; ``clean`` is applied to each response first (see :func:`clean_response`).
+
+    VG responses are read in ``box_format``. Records of several turns (``--all_turns``
+    predictions) are scored together and, under ``per_turn``, each turn index on its own."""
     task = check_task(task)
     if clean not in CLEAN_MODES:
         raise ValueError(f"unknown clean mode {clean!r}; expected one of {', '.join(CLEAN_MODES)}")
@@ -790,11 +905,14 @@ def score_records(
         raise ValueError(f"no {task} records to score")
     if clean != "none":
         records = [dict(r, response=clean_response(r.get("response"), clean)) for r in records]
-    if task == VG:
-        out = score_vg(records, iou_threshold, bootstrap, seed)
-    elif task == RO:
-        out = score_ro(records, bootstrap, seed)
-    else:
-        out = score_captions(records, task, bootstrap, seed)
+    options = (iou_threshold, bootstrap, seed, box_format, min_pixels, max_pixels)
+    out = _score_task(records, task, *options)
+    turns = sorted({record_turn(r) for r in records})
+    if len(turns) > 1:
+        out["per_turn"] = {}
+        for turn in turns:
+            subset = [r for r in records if record_turn(r) == turn]
+            scores = _score_task(subset, task, *options)
+            out["per_turn"][str(turn)] = {k: scores[k] for k in ("n", "per_modality", "macro", "micro")}
     out["clean"] = clean
     return out

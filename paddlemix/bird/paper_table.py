@@ -6,8 +6,9 @@ BiRD (MICCAI 2024) reports, in %, on the Med-GRIT-270k test split and on LLaVA-M
     MII mBMR        52.17      QA  mBMR (LLaVA-Med)   10.55
 
 "This run" is the macro value (unweighted mean over modalities, the paper's headline) from the
-metrics files ``metrics_<TASK>.json`` written by ``tests/models/BiRD/eval.py``. ``mBMR`` is read as
-the mean of BLEU-4, METEOR and ROUGE-L (see :mod:`paddlemix.bird.metrics`). A metric that could not
+metrics files ``metrics_<TASK>.json`` written by ``tests/models/BiRD/eval.py``. ``mBMR`` is the mean of
+BLEU-1..4, METEOR and ROUGE-L, as ClinKD (arXiv 2502.05928) computes it with BiRD's scripts (see
+:mod:`paddlemix.bird.metrics`). A metric that could not
 be computed (SPICE without its Java models) is shown as unavailable with the reason.
 """
 
@@ -79,7 +80,8 @@ def format_markdown(rows: Sequence[dict]) -> str:
         n = "" if r["n"] is None else str(r["n"])
         lines.append(f"| {r['task']} | {r['label']} | {ours} | {r['paper']:.2f} | {diff} | {n} | {r['note'] or ''} |")
     lines.append("")
-    lines.append("This run: macro average over modalities. mBMR = mean of BLEU-4, METEOR and ROUGE-L.")
+    lines.append("This run: macro average over modalities. mBMR = mean of BLEU-1..4, METEOR and ROUGE-L "
+                 "(ClinKD, arXiv 2502.05928, test_metric/eval_MII.py).")
     return "\n".join(lines) + "\n"
 
 

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .evaluate import metric_columns
+from .evaluate import metric_columns, score_warnings
 from .metrics import modality_order
 from .tasks import SCORED_TASKS
 
@@ -72,6 +72,9 @@ def write_summary(metrics_files: Sequence[str], out_dir: str) -> Tuple[str, str]
         reasons = {m["task"]: m["spice_unavailable_reason"] for m in all_metrics if m.get("spice_unavailable_reason")}
         for task, reason in reasons.items():
             handle.write(f"\n{task} SPICE is empty: {reason}\n")
+        for metrics in all_metrics:
+            for warning in score_warnings(metrics):
+                handle.write(f"\n**Check:** {warning}\n")
     return md_path, csv_path
 
 

@@ -7,12 +7,12 @@ same normalised shape as Med-GRIT's (:func:`paddlemix.datasets.medgrit.load_medg
 ``QA`` and the modality taken from ``domain``.
 """
 
-import json
 import os
 import re
 from typing import List
 
 from paddlemix.bird.tasks import QA
+from paddlemix.datasets.jsonl import first_object, read_objects
 from paddlemix.processors.chat_template import with_image
 
 # LLaVA-Med's domain flags → this project's modality names (SA-Med2D prefixes where they exist).
@@ -26,15 +26,8 @@ class LlavaMedError(ValueError):
 
 def is_llava_med_file(path: str) -> bool:
     """True when the first record of a JSON/JSONL file has LLaVA-Med's QA fields."""
-    with open(path, encoding="utf-8-sig") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    first = json.loads(line)
-                except json.JSONDecodeError:
-                    return False  # a JSON list (Med-GRIT's release format) spans lines
-                return isinstance(first, dict) and "question_id" in first and "gpt4_answer" in first
-    return False
+    first = first_object(path)
+    return isinstance(first, dict) and "question_id" in first and "gpt4_answer" in first
 
 
 def modality_from_domain(domain) -> str:
@@ -49,37 +42,29 @@ def load_llava_med_qa(path: str, image_root: str, check_images: bool = True) -> 
     """Read the QA JSONL; every problem raises :class:`LlavaMedError` naming file and line."""
     records = []
     seen = {}
-    with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LlavaMedError(f"{where}: not JSON ({exc})") from exc
-            missing = [k for k in ("question_id", "image", "text", "gpt4_answer") if not isinstance(raw, dict) or k not in raw]
-            if missing:
-                raise LlavaMedError(f"{where}: missing field(s) {', '.join(missing)}")
-            qid = str(raw["question_id"])
-            if qid in seen:
-                raise LlavaMedError(f"{where}: question_id {qid} already used on line {seen[qid]}")
-            seen[qid] = lineno
-            question = _PLACEHOLDER_RE.sub("", str(raw["text"])).strip()
-            if not question:
-                raise LlavaMedError(f"{where}: empty question")
-            image = str(raw["image"])
-            image_path = os.path.join(image_root, image)
-            if check_images and not os.path.isfile(image_path):
-                raise LlavaMedError(f"{where}: image not found: {image_path}")
-            records.append(
-                {
-                    "id": qid,
-                    "image": image,
-                    "image_path": image_path,
-                    "task": QA,
-                    "modality": modality_from_domain(raw.get("domain")),
-                    "conversations": [[with_image(question, image), str(raw["gpt4_answer"])]],
-                }
-            )
+    for where, lineno, raw in read_objects(path, LlavaMedError):
+        missing = [k for k in ("question_id", "image", "text", "gpt4_answer") if not isinstance(raw, dict) or k not in raw]
+        if missing:
+            raise LlavaMedError(f"{where}: missing field(s) {', '.join(missing)}")
+        qid = str(raw["question_id"])
+        if qid in seen:
+            raise LlavaMedError(f"{where}: question_id {qid} already used on line {seen[qid]}")
+        seen[qid] = lineno
+        question = _PLACEHOLDER_RE.sub("", str(raw["text"])).strip()
+        if not question:
+            raise LlavaMedError(f"{where}: empty question")
+        image = str(raw["image"])
+        image_path = os.path.join(image_root, image)
+        if check_images and not os.path.isfile(image_path):
+            raise LlavaMedError(f"{where}: image not found: {image_path}")
+        records.append(
+            {
+                "id": qid,
+                "image": image,
+                "image_path": image_path,
+                "task": QA,
+                "modality": modality_from_domain(raw.get("domain")),
+                "conversations": [[with_image(question, image), str(raw["gpt4_answer"])]],
+            }
+        )
     return records

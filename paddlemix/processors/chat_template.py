@@ -1,7 +1,7 @@
 """Qwen-VL-Chat's ChatML rendering, shared by training, inference and ``chat()``.
 
 One function renders a conversation into segments tagged with whether a model should be trained
-to produce them; training masks labels from those tags, inference takes the concatenated text
+to produce them (each a list of pieces: ChatML control tokens, roles, newlines, message content); training masks labels from those tags, inference takes the concatenated text
 with an open assistant turn. Because both go through :func:`render_segments`, the prompt a model
 sees at inference is byte-identical to the one it was trained on.
 
@@ -27,6 +27,8 @@ DEFAULT_SYSTEM = "You are a helpful assistant."
 _IMAGE_TAG_RE = re.compile(r"^\s*Picture \d+:\s*<img>(.*?)</img>\n?", re.S)
 
 Turn = Tuple[str, Optional[str]]
+Piece = Tuple[str, bool]  # (text, is a ChatML control token)
+Segment = Tuple[List[Piece], bool]  # (pieces, trained)
 
 
 def image_prefix(path: str, index: int = 1) -> str:
@@ -48,29 +50,42 @@ def with_image(question: str, path: str) -> str:
     return image_prefix(path) + rest
 
 
-def render_segments(turns: Sequence[Turn], system: str = DEFAULT_SYSTEM) -> List[Tuple[str, bool]]:
-    """A conversation as ``(text, trained)`` segments in order.
+def render_segments(turns: Sequence[Turn], system: str = DEFAULT_SYSTEM) -> List[Segment]:
+    """A conversation as ``(pieces, trained)`` segments in order.
 
     ``turns`` is a list of ``(user, assistant)``; the last assistant may be None, which renders the
-    open ``<|im_start|>assistant\\n`` header a model continues from.
+    open ``<|im_start|>assistant\n`` header a model continues from. Each piece is ``(text,
+    is_control)``: the ChatML markers are control pieces; a role, its newline and a message's
+    content are separate text pieces, so each is tokenized on its own as Qwen-VL's
+    ``make_context`` and fine-tuning script do (content that starts with a newline does not merge
+    with the header's).
     """
     if not turns:
         raise ValueError("a conversation needs at least one turn")
-    segments: List[Tuple[str, bool]] = [(f"{IM_START}system\n{system}{IM_END}\n", False)]
+
+    def message(role: str, content: str) -> List[Piece]:
+        return [(IM_START, True), (role, False), ("\n", False), (content, False), (IM_END, True)]
+
+    segments: List[Segment] = [(message("system", system) + [("\n", False)], False)]
     for i, (user, assistant) in enumerate(turns):
-        segments.append((f"{IM_START}user\n{user}{IM_END}\n{IM_START}assistant\n", False))
+        header = [(IM_START, True), ("assistant", False), ("\n", False)]
+        segments.append((message("user", user) + [("\n", False)] + header, False))
         if assistant is None:
             if i != len(turns) - 1:
                 raise ValueError(f"turn {i}: only the last turn may lack an answer")
             break
-        segments.append((f"{assistant}{IM_END}", True))
-        segments.append(("\n", False))
+        segments.append(([(assistant, False), (IM_END, True)], True))
+        segments.append(([("\n", False)], False))
     return segments
+
+
+def segment_text(pieces: Sequence[Piece]) -> str:
+    return "".join(text for text, _ in pieces)
 
 
 def render_chatml(turns: Sequence[Turn], system: str = DEFAULT_SYSTEM) -> str:
     """The whole conversation as one string (see :func:`render_segments`)."""
-    return "".join(text for text, _ in render_segments(turns, system))
+    return "".join(segment_text(pieces) for pieces, _ in render_segments(turns, system))
 
 
 def render_prompt(question: str, history: Sequence[Tuple[str, str]] = (), system: str = DEFAULT_SYSTEM) -> str:

@@ -1,7 +1,8 @@
 """Conversations → token ids and labels, the one encoding used by training and inference.
 
 Each ChatML segment from :func:`~paddlemix.processors.chat_template.render_segments` is tokenized
-on its own and the ids concatenated; labels copy the ids of trained segments (assistant answers
+piece by piece as Qwen-VL's ``make_context`` does (control markers by id, role, newline and content
+each on its own, only image and ref/box/quad tags special inside content) and the ids concatenated; labels copy the ids of trained segments (assistant answers
 and their ``<|im_end|>``) and are -100 elsewhere. The inference prompt goes through the same
 function with an open assistant turn, so it is token-identical to the training context.
 
@@ -40,8 +41,11 @@ def _encode_segments(tokenizer, segments) -> Tuple[List[int], List[int], List[in
     ids: List[int] = []
     labels: List[int] = []
     ends: List[int] = []
-    for text, trained in segments:
-        seg = tokenizer.encode_text(text)
+    for pieces, trained in segments:
+        seg = []
+        for text, is_control in pieces:
+            # Control markers by id; message text cannot produce one (see encode_content).
+            seg.extend([tokenizer.convert_tokens_to_ids(text)] if is_control else tokenizer.encode_content(text))
         ids.extend(seg)
         labels.extend(seg if trained else [IGNORE_INDEX] * len(seg))
         ends.append(len(ids))

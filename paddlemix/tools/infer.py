@@ -1,10 +1,13 @@
 """Batch inference over Med-GRIT test files → prediction JSONL (``tests/models/BiRD/infer.py``).
 
 Greedy by default, batched with left padding and a KV cache. ``chatml`` prompts are encoded by
-the same function training uses; ``raw`` reproduces upstream's un-templated prompt. Reruns resume
-after the last complete record, but only when they are the same job: ``<output_file>.meta.json``
-records the checkpoint, the test file and the settings in :data:`FINGERPRINT_ARGS`, and a rerun
-that differs is refused until ``--overwrite`` (see :mod:`paddlemix.bird.predictions`).
+the same function training uses; ``raw`` reproduces upstream's un-templated prompt. With
+``--protocol qwen_vl_grounding`` the answer is pre-filled with ``<ref>PHRASE</ref><box>`` (the raw
+form is Qwen-VL's ``<img>PATH</img><ref>PHRASE</ref><box>``) and the model only writes the box
+(:mod:`paddlemix.bird.qwen_grounding`). Reruns resume after the last complete record, but only when
+they are the same job: ``<output_file>.meta.json`` records the checkpoint, the test file and the
+settings in :data:`FINGERPRINT_ARGS`, and a rerun that differs is refused until ``--overwrite``
+(see :mod:`paddlemix.bird.predictions`).
 """
 
 import argparse
@@ -12,6 +15,7 @@ import os
 import sys
 from typing import List, Optional, Set
 
+from paddlemix.bird import qwen_grounding
 from paddlemix.bird.predictions import (
     Key,
     append_records,
@@ -28,6 +32,7 @@ from paddlemix.processors.chat_template import split_image_prefix
 FINGERPRINT_ARGS = (
     "task",
     "input_format",
+    "protocol",
     "prompt_format",
     "all_turns",
     "max_new_tokens",
@@ -37,6 +42,10 @@ FINGERPRINT_ARGS = (
     "seed",
     "dtype",
 )
+
+PROTOCOLS = ("bird", qwen_grounding.PROTOCOL)
+# Record fields the Qwen-VL grounding protocol scores with, carried into the predictions.
+PASS_THROUGH = ("phrase", "bbox", "width", "height")
 
 
 def build_queries(records: List[dict], all_turns: bool = False) -> List[dict]:
@@ -58,21 +67,41 @@ def build_queries(records: List[dict], all_turns: bool = False) -> List[dict]:
                     "history": [tuple(t) for t in turns[:k]],
                     "question": question,
                     "annotation": annotation,
+                    **{k: rec[k] for k in PASS_THROUGH if k in rec},
                 }
             )
     return queries
 
 
-def prompt_ids(tokenizer, query: dict, prompt_format: str) -> List[int]:
+def prompt_ids(tokenizer, query: dict, prompt_format: str, protocol: str = "bird") -> List[int]:
     from paddlemix.processors.conversation import encode_prompt
 
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    if prompt_format not in ("chatml", "raw"):
+        raise ValueError(f"unknown prompt_format {prompt_format!r}; expected 'chatml' or 'raw'")
+    if protocol == qwen_grounding.PROTOCOL:
+        phrase = query_phrase(query)
+        if prompt_format == "raw":
+            image, _ = split_image_prefix(query["question"])
+            return tokenizer.encode_text(qwen_grounding.raw_prompt(image or query["image"], phrase))
+        prompt = encode_prompt(tokenizer, query["question"], query["history"])
+        return prompt + tokenizer.encode_content(qwen_grounding.prefill(phrase))
     if prompt_format == "chatml":
         return encode_prompt(tokenizer, query["question"], query["history"])
-    if prompt_format == "raw":
-        # Upstream fed the bare question (with its image tag) to the model, no ChatML roles.
-        text = "".join(q + a for q, a in query["history"]) + query["question"]
-        return tokenizer.encode_text(text)
-    raise ValueError(f"unknown prompt_format {prompt_format!r}; expected 'chatml' or 'raw'")
+    # Upstream fed the bare question (with its image tag) to the model, no ChatML roles.
+    text = "".join(q + a for q, a in query["history"]) + query["question"]
+    return tokenizer.encode_text(text)
+
+
+def query_phrase(query: dict) -> str:
+    phrase = qwen_grounding.record_phrase(query)
+    if phrase is None:
+        raise ValueError(
+            f"record {query['id']} (turn {query['turn']}): no referring phrase for the {qwen_grounding.PROTOCOL} "
+            "prompt (no 'phrase' field and no <ref> in the reference answer)"
+        )
+    return phrase
 
 
 def load_model(checkpoint: str, dtype: Optional[str] = None):
@@ -105,6 +134,7 @@ def run_inference(
     prompt_format: str = "chatml",
     all_turns: bool = False,
     show_progress: bool = True,
+    protocol: str = "bird",
     done: Optional[Set[Key]] = None,
     **generate_kwargs,
 ) -> int:
@@ -127,7 +157,7 @@ def run_inference(
     with tqdm(total=len(todo), desc=f"inference → {os.path.basename(output_file)}", disable=not show_progress) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            ids = [prompt_ids(tokenizer, q, prompt_format) for q in batch]
+            ids = [prompt_ids(tokenizer, q, prompt_format, protocol) for q in batch]
             images = image_processor([q["image_path"] for q in batch])
             outputs = generate_batch(model, tokenizer, ids, images=images, max_new_tokens=max_new_tokens, **generate_kwargs)
             rows = []
@@ -143,8 +173,12 @@ def run_inference(
                         "task": q["task"],
                         "modality": q["modality"],
                         "turn": q["turn"],
+                        **{k: q[k] for k in PASS_THROUGH if k in q},
                     }
                 )
+                if protocol == qwen_grounding.PROTOCOL:
+                    # The response is the continuation after the pre-filled "<ref>PHRASE</ref><box>".
+                    rows[-1].update(protocol=protocol, prefill=qwen_grounding.prefill(query_phrase(q)))
             append_records(output_file, rows)
             written += len(rows)
             bar.update(len(rows))
@@ -152,12 +186,15 @@ def run_inference(
 
 
 def load_records(json_path: str, image_root: str, input_format: str = "auto", task=None, lenient: bool = False):
-    """Test records from a Med-GRIT file or LLaVA-Med's QA JSONL (detected when ``auto``)."""
+    """Test records from a Med-GRIT file, LLaVA-Med's QA JSONL or a RefCOCO-family JSONL (detected when ``auto``)."""
     from paddlemix.datasets.llava_med import is_llava_med_file, load_llava_med_qa
     from paddlemix.datasets.medgrit import load_medgrit
+    from paddlemix.datasets.refcoco import is_refcoco_file, load_refcoco
 
     if input_format == "llava_med" or (input_format == "auto" and is_llava_med_file(json_path)):
         return load_llava_med_qa(json_path, image_root)
+    if input_format == "refcoco" or (input_format == "auto" and is_refcoco_file(json_path)):
+        return load_refcoco(json_path, image_root)
     records, report = load_medgrit(json_path, image_root, strict=not lenient, task=task)
     if not report.ok:
         print(report.format(), file=sys.stderr)
@@ -174,11 +211,14 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true",
                    help="start --output_file over even if it was made from another checkpoint, test file or settings")
     p.add_argument("--task", default=None, help="task of records without one (default: from the file name)")
-    p.add_argument("--input_format", choices=("auto", "medgrit", "llava_med"), default="auto",
-                   help="Med-GRIT records or LLaVA-Med's QA JSONL (task QA); auto detects")
+    p.add_argument("--input_format", choices=("auto", "medgrit", "llava_med", "refcoco"), default="auto",
+                   help="Med-GRIT records, LLaVA-Med's QA JSONL (task QA) or Qwen-VL's RefCOCO-family JSONL; auto detects")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--max_new_tokens", type=int, default=256)
     p.add_argument("--prompt_format", choices=("chatml", "raw"), default="chatml")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="bird",
+                   help=f"{qwen_grounding.PROTOCOL}: pre-fill the answer with <ref>PHRASE</ref><box> (VG records; "
+                        "with --prompt_format raw, Qwen-VL's <img>PATH</img><ref>PHRASE</ref><box>)")
     p.add_argument("--all_turns", action="store_true", help="answer every turn (upstream scores the first only)")
     p.add_argument("--decode_strategy", default="greedy_search", choices=("greedy_search", "sampling"))
     p.add_argument("--top_p", type=float, default=None, help="sampling only")
@@ -232,6 +272,7 @@ def main(argv=None) -> int:
         max_new_tokens=args.max_new_tokens,
         prompt_format=args.prompt_format,
         all_turns=args.all_turns,
+        protocol=args.protocol,
         decode_strategy=args.decode_strategy,
         done=done,
         **extra,

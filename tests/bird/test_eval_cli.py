@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from paddlemix.bird.evaluate import PredictionFileError, main, read_predictions
+from paddlemix.bird.metrics import vg_metric_names
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 EVAL_PY = os.path.join(REPO, "tests", "models", "BiRD", "eval.py")
@@ -33,7 +34,7 @@ def vg(i, modality, response, **extra):
 @pytest.mark.parametrize(
     "task, records, keys",
     [
-        ("VG", [vg(0, "ct", A), vg(1, "mr", "")], ["n", "Recall@0.5", "Acc@0.5", "mIoU", "parse_failure_rate"]),
+        ("VG", [vg(0, "ct", A), vg(1, "mr", "")], ["n"] + list(vg_metric_names())),
         ("RO", [dict(image="ct_1.png", annotation="liver", response="liver", task="RO")], ["n", "accuracy", "exact_match"]),
     ],
 )
@@ -44,8 +45,9 @@ def test_cli_writes_the_exact_keys(tmp_path, capsys, task, records, keys):
     metrics = json.loads(out_json.read_text())
     assert metrics["task"] == task and metrics["n"] == len(records)
     assert {"task", "n", "per_modality", "macro", "micro", "definitions", "clean"} <= set(metrics)
+    counts = ["n_predicted_boxes", "n_reference_boxes"] if task == "VG" else []  # beside the scores
     for scores in metrics["per_modality"].values():
-        assert list(scores) == keys
+        assert list(scores) == keys + counts
     assert list(metrics["macro"]) == keys[1:] == list(metrics["micro"])
     table = capsys.readouterr().out.splitlines()
     modalities = list(metrics["per_modality"])
@@ -59,9 +61,30 @@ def test_cli_vg_values_and_options(tmp_path):
     out_json = tmp_path / "m.json"
     assert main(["--task", "VG", "--pred_file", pred, "--out_json", str(out_json), "--iou", "0.4", "--clean", "upstream", "--bootstrap", "20"]) == 0
     metrics = json.loads(out_json.read_text())
-    assert metrics["per_modality"]["ct"] == {"n": 2, "Recall@0.4": 1.0, "Acc@0.4": 1.0, "mIoU": 0.75, "parse_failure_rate": 0.0}
+    assert metrics["per_modality"]["ct"] == {
+        "n": 2, "Recall@0.4": 1.0, "match_precision@0.4": 1.0, "match_recall@0.4": 1.0, "match_F1@0.4": 1.0,
+        "Acc@0.25": 1.0, "Acc@0.5": 1.0, "Acc@0.75": 0.5, "mIoU": 0.75, "parse_failure_rate": 0.0,
+        "n_predicted_boxes": 2, "n_reference_boxes": 2,
+    }
     assert metrics["clean"] == "upstream" and metrics["iou_threshold"] == 0.4
-    assert set(metrics["ci95"]["micro"]) == {"Recall@0.4", "Acc@0.4", "mIoU", "parse_failure_rate"}
+    assert set(metrics["ci95"]["micro"]) == set(vg_metric_names(0.4))
+
+
+def test_cli_pixel_box_format_reads_the_image_size(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (200, 400)).save(tmp_path / "ct_1.png")
+    # (20, 40)-(100, 200) pixels of a 200 x 400 image is (100,100),(500,500) on the grid.
+    record = dict(id=0, image="ct_1.png", annotation="<ref>liver</ref><box>(100,100),(500,500)</box>",
+                  response="<ref>liver</ref><box>(20,40),(100,200)</box>", task="VG")
+    pred = write_jsonl(tmp_path / "p.jsonl", [record])
+    out_json = tmp_path / "m.json"
+    assert main(["--pred_file", pred, "--out_json", str(out_json), "--box_format", "pixels"]) == 2
+    assert "record 0 (id 0)" in capsys.readouterr().err  # no size: a clear error, not a guess
+    assert main(["--pred_file", pred, "--out_json", str(out_json), "--box_format", "pixels",
+                 "--image_root", str(tmp_path)]) == 0
+    metrics = json.loads(out_json.read_text())
+    assert metrics["micro"]["mIoU"] == 1.0 and metrics["box_format"] == "pixels"
 
 
 @pytest.mark.parametrize(
@@ -105,7 +128,7 @@ def test_empty_and_null_responses_are_scored_misses(tmp_path):
     out_json = tmp_path / "m.json"
     assert main(["--pred_file", pred, "--out_json", str(out_json)]) == 0  # task from the records
     metrics = json.loads(out_json.read_text())
-    assert metrics["micro"] == {"Recall@0.5": 0.0, "Acc@0.5": 0.0, "mIoU": 0.0, "parse_failure_rate": 1.0}
+    assert metrics["micro"] == dict({k: 0.0 for k in vg_metric_names()}, parse_failure_rate=1.0)
 
 
 def test_evaluation_never_imports_paddle(tmp_path):

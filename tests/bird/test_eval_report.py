@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from paddlemix.bird.metrics import vg_metric_names
 from paddlemix.bird.report import main as report_main
 from paddlemix.bird.report import summary_table, write_summary
 
@@ -60,12 +61,10 @@ def test_eval_all_scores_present_files_and_summarises(tmp_path):
     ]
     rows = read_csv(out_dir / "summary.csv")
     assert rows[0] == ["task", "metric", "ct", "mr", "x", "macro"]
-    assert [r[:2] for r in rows[1:]] == [
-        ["VG", "Recall@0.5"], ["VG", "Acc@0.5"], ["VG", "mIoU"], ["VG", "parse_failure_rate"],
-        ["RO", "accuracy"], ["RO", "exact_match"],
-    ]  # fmt: skip
+    assert [r[:2] for r in rows[1:]] == [["VG", k] for k in vg_metric_names()] + [["RO", "accuracy"], ["RO", "exact_match"]]
     assert rows[1] == ["VG", "Recall@0.5", "1.0", "0.0", "", "0.5"]
-    assert rows[5] == ["RO", "accuracy", "1.0", "", "0.0", "0.5"]
+    assert rows[2] == ["VG", "match_precision@0.5", "1.0", "0.0", "", "0.5"]  # the precision beside the recall
+    assert rows[1 + len(vg_metric_names())] == ["RO", "accuracy", "1.0", "", "0.0", "0.5"]
     md = (out_dir / "summary.md").read_text()
     assert "| task | metric | ct | mr | x | macro |" in md and "| VG | Recall@0.5 | 1.0000 | 0.0000 |  | 0.5000 |" in md
 
@@ -95,7 +94,7 @@ def test_eval_all_reports_usage_and_failures(tmp_path):
     proc = run_eval_all([str(pred_dir), str(tmp_path / "o")], {}, cwd=str(tmp_path))
     assert proc.returncode == 2
     assert "pred_RO.jsonl:3: not valid JSON" in proc.stderr and "scoring failed for: RO" in proc.stderr
-    assert [r[0] for r in read_csv(tmp_path / "o" / "summary.csv")[1:]] == ["VG"] * 4  # the rest is still summarised
+    assert [r[0] for r in read_csv(tmp_path / "o" / "summary.csv")[1:]] == ["VG"] * len(vg_metric_names())  # the rest is still summarised
 
 
 def test_summary_of_caption_metrics_leaves_null_cells_empty(tmp_path):

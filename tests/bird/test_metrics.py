@@ -58,22 +58,43 @@ def test_vg_per_modality_macro_micro_by_hand():
     assert out["n_reference_boxes"] == 8
     assert list(out["per_modality"]) == ["ct", "mr", "x"]
     ct, mr, x = (out["per_modality"][m] for m in ("ct", "mr", "x"))
-    assert ct == {"n": 2, "Recall@0.5": 0.5, "Acc@0.5": 1.0, "mIoU": 0.75, "parse_failure_rate": 0.0}
-    assert mr == pytest.approx({"n": 3, "Recall@0.5": 0.25, "Acc@0.5": 0.0, "mIoU": 0.0, "parse_failure_rate": 2 / 3})
-    assert x == pytest.approx({"n": 2, "Recall@0.5": 1.0, "Acc@0.5": 1.0, "mIoU": 0.95, "parse_failure_rate": 0.5})
-    assert out["macro"] == pytest.approx(
-        {"Recall@0.5": 1.75 / 3, "Acc@0.5": 2 / 3, "mIoU": 1.7 / 3, "parse_failure_rate": (2 / 3 + 0.5) / 3}
-    )
-    # Micro pools boxes for Recall (4 of 8 found) and records for the rest (7 scored).
-    assert out["micro"] == pytest.approx({"Recall@0.5": 0.5, "Acc@0.5": 4 / 7, "mIoU": 3.4 / 7, "parse_failure_rate": 3 / 7})
+    # One-to-one matching allows IoU == 0.5 (record 1), Recall@0.5 does not.
+    assert ct == pytest.approx({
+        "n": 2, "Recall@0.5": 0.5, "match_precision@0.5": 1.0, "match_recall@0.5": 1.0, "match_F1@0.5": 1.0,
+        "Acc@0.25": 1.0, "Acc@0.5": 1.0, "Acc@0.75": 0.5, "mIoU": 0.75, "parse_failure_rate": 0.0,
+        "n_predicted_boxes": 2, "n_reference_boxes": 2,
+    })
+    # mr: one box predicted (matched) for four reference boxes: F1 = 2 * 1 / (1 + 4).
+    assert mr == pytest.approx({
+        "n": 3, "Recall@0.5": 0.25, "match_precision@0.5": 1.0, "match_recall@0.5": 0.25, "match_F1@0.5": 0.4,
+        "Acc@0.25": 0.0, "Acc@0.5": 0.0, "Acc@0.75": 0.0, "mIoU": 0.0, "parse_failure_rate": 2 / 3,
+        "n_predicted_boxes": 1, "n_reference_boxes": 4,
+    })
+    assert x == pytest.approx({
+        "n": 2, "Recall@0.5": 1.0, "match_precision@0.5": 1.0, "match_recall@0.5": 1.0, "match_F1@0.5": 1.0,
+        "Acc@0.25": 1.0, "Acc@0.5": 1.0, "Acc@0.75": 1.0, "mIoU": 0.95, "parse_failure_rate": 0.5,
+        "n_predicted_boxes": 2, "n_reference_boxes": 2,
+    })
+    assert out["macro"] == pytest.approx({
+        "Recall@0.5": 1.75 / 3, "match_precision@0.5": 1.0, "match_recall@0.5": 0.75, "match_F1@0.5": 0.8,
+        "Acc@0.25": 2 / 3, "Acc@0.5": 2 / 3, "Acc@0.75": 0.5, "mIoU": 1.7 / 3, "parse_failure_rate": (2 / 3 + 0.5) / 3,
+    })
+    # Micro pools boxes for Recall and matching (5 pairs, 5 predicted, 8 reference) and records for the rest (7).
+    assert out["micro"] == pytest.approx({
+        "Recall@0.5": 0.5, "match_precision@0.5": 1.0, "match_recall@0.5": 5 / 8, "match_F1@0.5": 10 / 13,
+        "Acc@0.25": 4 / 7, "Acc@0.5": 4 / 7, "Acc@0.75": 3 / 7, "mIoU": 3.4 / 7, "parse_failure_rate": 3 / 7,
+    })
+    assert out["n_predicted_boxes"] == 5 and out["box_format"] == "qwen_vl"
 
 
 def test_vg_threshold_is_a_parameter_and_names_the_keys():
     out = score_vg([r for r, _ in VG_RECORDS[:2]], iou_threshold=0.4)
-    assert out["per_modality"]["ct"] == {"n": 2, "Recall@0.4": 1.0, "Acc@0.4": 1.0, "mIoU": 0.75, "parse_failure_rate": 0.0}
+    ct = out["per_modality"]["ct"]
+    assert (ct["Recall@0.4"], ct["match_recall@0.4"], ct["Acc@0.5"], ct["Acc@0.75"]) == (1.0, 1.0, 1.0, 0.5)
+    assert "Recall@0.5" not in ct and "match_precision@0.4" in out["definitions"]
     out = score_vg([r for r, _ in VG_RECORDS[:2]], iou_threshold=0.75)
     assert out["per_modality"]["ct"]["Recall@0.75"] == 0.5
-    assert out["per_modality"]["ct"]["Acc@0.75"] == 0.5
+    assert out["per_modality"]["ct"]["match_recall@0.75"] == 0.5
 
 
 def test_vg_modality_field_wins_over_image_prefix():
@@ -149,7 +170,10 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate():
     assert a["ci95"] == b["ci95"] and a["ci95"] != c["ci95"]
     assert a["bootstrap"]["n"] == 200 and a["bootstrap"]["seed"] == 1
     for key in ("macro", "micro"):
-        assert set(a["ci95"][key]) == {"Recall@0.5", "Acc@0.5", "mIoU", "parse_failure_rate"}
+        assert set(a["ci95"][key]) == {
+            "Recall@0.5", "match_precision@0.5", "match_recall@0.5", "match_F1@0.5",
+            "Acc@0.25", "Acc@0.5", "Acc@0.75", "mIoU", "parse_failure_rate",
+        }
         for name, (lo, hi) in a["ci95"][key].items():
             assert 0.0 <= lo <= a[key][name] <= hi <= 1.0
     # Every record of a modality alike: nothing to resample, the interval is the point.
@@ -175,7 +199,7 @@ def test_any_response_is_scored_never_crashes(responses):
     ro = score_records(records, "RO")
     for out in (vg, ro):
         for scores in list(out["per_modality"].values()) + [out["macro"], out["micro"]]:
-            assert all(0.0 <= v <= 1.0 for k, v in scores.items() if k != "n")
+            assert all(0.0 <= v <= 1.0 for k, v in scores.items() if not k.startswith("n"))
 
 
 def test_spice_runs_only_with_corenlp_installed(tmp_path, monkeypatch):
@@ -216,3 +240,12 @@ def test_spice_scores_are_read_per_record(monkeypatch):
     monkeypatch.setattr(spice_module, "Spice", BrokenSpice)
     rows, reason = metrics._spice_scores({0: ["a"]}, {0: ["b"]})
     assert rows is None and reason == "SPICE failed: OSError: java ran out of memory"
+
+
+def test_mbmr_is_the_six_metric_mean_worked_by_hand():
+    from paddlemix.bird.metrics import add_mbmr
+
+    scores = {"BLEU-1": 0.6, "BLEU-2": 0.45, "BLEU-3": 0.3, "BLEU-4": 0.21, "METEOR": 0.24, "ROUGE-L": 0.48, "CIDEr": 2.0}
+    # (0.6 + 0.45 + 0.3 + 0.21 + 0.24 + 0.48) / 6 = 2.28 / 6 = 0.38; CIDEr is not part of it.
+    assert add_mbmr(dict(scores))["mBMR"] == pytest.approx(0.38, abs=1e-12)
+    assert add_mbmr(dict(scores, **{"BLEU-2": None}))["mBMR"] is None

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from paddlemix.bird.metrics import vg_metric_names
 from paddlemix.bird.report import (
     best_runs,
     comparison_table,
@@ -15,7 +16,7 @@ from paddlemix.bird.report import (
     write_comparison,
 )
 
-VG_KEYS = ("Recall@0.5", "Acc@0.5", "mIoU", "parse_failure_rate")
+VG_KEYS = vg_metric_names()  # Recall@0.5 first, parse_failure_rate last
 
 
 def metrics(task, macro, micro=None, n=4):
@@ -32,7 +33,7 @@ def write_run(run_dir, *all_metrics):
 
 
 def vg(recall, failures):
-    return metrics("VG", dict(zip(VG_KEYS, (recall, recall, recall / 2, failures))))
+    return metrics("VG", dict({k: recall / 2 for k in VG_KEYS}, **{"Recall@0.5": recall, "parse_failure_rate": failures}))
 
 
 def ro(accuracy, micro=None):
@@ -61,10 +62,11 @@ def test_comparison_table_columns_rows_and_gaps(runs):
     assert header == ["task", "metric", "trained", "untrained", "baseline", "best"]
     assert [r[:2] for r in rows] == [["VG", k] for k in VG_KEYS] + [["RO", "accuracy"], ["RO", "exact_match"]]
     assert rows[0] == ["VG", "Recall@0.5", 0.5, 0.0, 0.25, "trained"]
-    assert rows[3] == ["VG", "parse_failure_rate", 0.0, 1.0, 0.0, "trained, baseline"]
-    assert rows[4] == ["RO", "accuracy", 0.75, 0.0, None, "trained"]  # the baseline has no RO here
+    last = len(VG_KEYS) - 1
+    assert rows[last] == ["VG", "parse_failure_rate", 0.0, 1.0, 0.0, "trained, baseline"]
+    assert rows[last + 1] == ["RO", "accuracy", 0.75, 0.0, None, "trained"]  # the baseline has no RO here
     _, micro_rows = comparison_table(loaded, "micro")
-    assert micro_rows[4][2] == 0.6
+    assert micro_rows[last + 1][2] == 0.6
 
 
 def test_write_comparison_markdown_and_csv(runs, tmp_path):

@@ -1,12 +1,14 @@
 """One chat turn with Qwen-VL-Chat: ChatML prompt, the image(s) it names, greedy or sampled reply.
 
-The prompt comes from :func:`paddlemix.processors.chat_template.render_prompt`, the same renderer
-training uses, so inference sees exactly the format the model was fine-tuned on.
+The prompt ids come from :func:`paddlemix.processors.conversation.encode_prompt`, the encoding
+training uses, so inference sees exactly the tokens the model was fine-tuned on (and, as Qwen-VL-Chat's
+``make_context``, a question cannot close its own turn with a literal ``<|im_end|>``).
 """
 
 from typing import List, Optional, Sequence, Tuple
 
-from paddlemix.processors.chat_template import DEFAULT_SYSTEM, render_prompt, with_image
+from paddlemix.processors.chat_template import DEFAULT_SYSTEM, with_image
+from paddlemix.processors.conversation import encode_prompt
 
 from .modeling import QWenVLForCausalLM, generate_batch
 
@@ -38,7 +40,7 @@ def chat(
             f"({model.config.image_span}); build the tokenizer with image_span={model.config.image_span}"
         )
     question = with_image(query, image_path) if image_path is not None else query
-    ids = tokenizer.encode_text(render_prompt(question, history, system))
+    ids = encode_prompt(tokenizer, question, history, system)
     paths = tokenizer.image_paths(ids)
     images = image_processor.to_tensor(paths) if paths else None
     new_ids = generate_batch(model, tokenizer, [ids], images, max_new_tokens=max_new_tokens, **generate_kwargs)[0]

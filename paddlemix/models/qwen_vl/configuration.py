@@ -14,12 +14,15 @@ from typing import Any, Dict, Optional
 
 from paddlenlp.transformers.qwen.configuration import QWenConfig
 
-__all__ = ["QWenVLConfig", "get_preset", "PRESETS", "ENDOFTEXT_ID", "IM_START_ID", "IM_END_ID", "IMG_START_ID"]
+__all__ = ["QWenVLConfig", "get_preset", "PRESETS", "ENDOFTEXT_ID", "IM_START_ID", "IM_END_ID", "IMG_START_ID", "CHAT_STOP_IDS"]
 
 ENDOFTEXT_ID = 151643  # <|endoftext|>, also the padding id
 IM_START_ID = 151644  # <|im_start|>
 IM_END_ID = 151645  # <|im_end|>
 IMG_START_ID = 151857  # <img>; </img> and <imgpad> follow it
+# Where generation stops, as Qwen-VL-Chat's chat(): its stop words <|im_end|> and <|im_start|>
+# (qwen_generation_utils.get_stop_words_ids, "chatml") and its generation_config's eos <|endoftext|>.
+CHAT_STOP_IDS = (IM_END_ID, IM_START_ID, ENDOFTEXT_ID)
 
 DEFAULT_VISUAL: Dict[str, Any] = {
     "width": 1664,
@@ -46,10 +49,10 @@ class QWenVLConfig(QWenConfig):
         seq_length: int = 2048,
         pad_token_id: int = ENDOFTEXT_ID,
         bos_token_id: int = ENDOFTEXT_ID,
-        eos_token_id=(IM_END_ID, ENDOFTEXT_ID),
+        eos_token_id=CHAT_STOP_IDS,
         **kwargs,
     ):
-        # ``eos_token_id`` is a list so PaddleNLP's generate stops at either <|im_end|> or <|endoftext|>.
+        # ``eos_token_id`` is a list so PaddleNLP's generate stops at any of the chat stop ids.
         super().__init__(
             seq_length=seq_length,
             pad_token_id=pad_token_id,

@@ -24,7 +24,7 @@ import paddle
 from paddlenlp.transformers.model_outputs import CausalLMOutputWithPast
 from paddlenlp.transformers.qwen.modeling import QWenLMHead, QWenModel, QWenPretrainedModel
 
-from .configuration import QWenVLConfig
+from .configuration import CHAT_STOP_IDS, QWenVLConfig
 from .linear_cross_entropy import linear_cross_entropy
 from .vision import QWenVisionTransformer
 
@@ -36,7 +36,6 @@ __all__ = [
     "splice_image_features",
     "positions_from_attention_mask",
     "freeze_vision",
-    "default_stop_ids",
     "greedy_decode",
     "generate_batch",
 ]
@@ -312,15 +311,6 @@ def freeze_vision(model: QWenVLForCausalLM, train_resampler: bool = True) -> Lis
     return trainable
 
 
-def default_stop_ids(model: QWenVLForCausalLM, tokenizer=None) -> List[int]:
-    """The ids that end a chat answer: the tokenizer's ``<|im_end|>`` and ``<|endoftext|>``, else the
-    model config's ``eos_token_id``. The one place generation takes its default stop set from."""
-    if tokenizer is not None:
-        return [tokenizer.im_end_id, tokenizer.eod_id]
-    eos = model.config.eos_token_id
-    return list(eos) if isinstance(eos, (list, tuple)) else [eos]
-
-
 def greedy_decode(
     model: QWenVLForCausalLM,
     input_ids: paddle.Tensor,
@@ -383,11 +373,12 @@ def generate_batch(
     max_new_tokens: int = 512,
     decode_strategy: str = "greedy_search",
     use_cache: bool = True,
-    stop_ids: Optional[Sequence[int]] = None,
+    stop_ids: Sequence[int] = CHAT_STOP_IDS,
     **generate_kwargs,
 ) -> List[List[int]]:
     """Generate for prompts of different lengths at once: LEFT-pads them, decodes, and returns each
-    sample's new ids, cut before its first stop id (``stop_ids``, default ``default_stop_ids``).
+    sample's new ids, cut before its first stop id (by default Qwen-VL-Chat's: ``<|im_end|>``,
+    ``<|im_start|>``, ``<|endoftext|>``).
 
     Greedy decoding with the cache runs ``greedy_decode``; sampling, or decoding without the cache,
     runs PaddleNLP's ``model.generate``.
@@ -396,8 +387,8 @@ def generate_batch(
     """
     if not prompts_input_ids:
         return []
-    stop_ids = list(stop_ids) if stop_ids is not None else default_stop_ids(model, tokenizer)
     pad_id = tokenizer.eod_id if tokenizer is not None else model.config.pad_token_id
+    stop_ids = list(stop_ids)
     longest = max(len(p) for p in prompts_input_ids)
     if min(len(p) for p in prompts_input_ids) == 0:
         raise ValueError("every prompt needs at least one token")

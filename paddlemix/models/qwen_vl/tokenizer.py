@@ -4,6 +4,12 @@ The vocabulary is Qwen's byte-level BPE (151,643 ranks) followed by Qwen-VL's sp
 fixed order, so ids are the published ones: ``<|endoftext|>`` 151643, ``<|im_start|>`` 151644,
 ``<|im_end|>`` 151645, ``<|extra_0..204|>``, then ``<ref>`` 151851 … ``<imgpad>`` 151859.
 
+Text is NFC-normalised before encoding, as Qwen-VL's ``tokenization_qwen.py`` does. Message
+content (a question, an answer) is encoded with :meth:`QWenVLTokenizer.encode_content`, where only
+the image and ``<ref>``/``<box>``/``<quad>`` tags act as special tokens (Qwen-VL's ``IMAGE_ST`` in
+``make_context``): a ``<|im_end|>`` or ``<|endoftext|>`` written in a question stays plain text and
+cannot close the turn.
+
 Images live in text as ``<img>path</img>``. Encoding turns that into ``<img>``, then exactly
 ``image_span`` ids — the path's UTF-8 bytes as ids 0..255 followed by ``<imgpad>`` — then
 ``</img>``: a fixed-length slot the model overwrites with the image's resampled features. The
@@ -18,6 +24,7 @@ import hashlib
 import os
 import re
 import shutil
+import unicodedata
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import tiktoken
@@ -49,6 +56,8 @@ SPECIAL_TOKENS: Tuple[str, ...] = (
 )
 # Markup that is part of the model's output language: kept by decode(skip_special_tokens=True).
 MARKUP_TOKENS = frozenset({REF_START, REF_END, BOX_START, BOX_END, QUAD_START, QUAD_END})
+# The only special tokens message content may contain (Qwen-VL's IMAGE_ST).
+CONTENT_SPECIAL_TOKENS = MARKUP_TOKENS | {IMG_START, IMG_END, IMG_PAD}
 
 DEFAULT_IMAGE_SPAN = 256
 SPAN_KEY_PREFIX = "sha256:"
@@ -178,21 +187,28 @@ class QWenVLTokenizer(PretrainedTokenizer):
         data = self.image_span_key(path).encode("utf-8")
         return [self.img_start_id] + list(data) + [self.img_pad_id] * (self.image_span - len(data)) + [self.img_end_id]
 
-    def encode_text(self, text: str) -> List[int]:
-        """Ids of ``text``: special tokens recognised, ``<img>path</img>`` expanded to a span."""
+    def encode_text(self, text: str, allowed_special="all") -> List[int]:
+        """Ids of NFC-normalised ``text``: ``allowed_special`` tokens recognised (every one by
+        default, as Qwen's ``tokenize``), ``<img>path</img>`` expanded to a span; any other
+        special-token text is encoded as plain text."""
+        text = unicodedata.normalize("NFC", text)
         ids: List[int] = []
         pos = 0
         for m in _IMAGE_RE.finditer(text):
-            ids.extend(self._encode_plain(text[pos:m.start()]))
+            ids.extend(self._encode_plain(text[pos:m.start()], allowed_special))
             ids.extend(self.image_span_ids(m.group(1)))
             pos = m.end()
-        ids.extend(self._encode_plain(text[pos:]))
+        ids.extend(self._encode_plain(text[pos:], allowed_special))
         return ids
 
-    def _encode_plain(self, text: str) -> List[int]:
+    def encode_content(self, text: str) -> List[int]:
+        """Ids of message content: only image and ref/box/quad tags are special (see the module doc)."""
+        return self.encode_text(text, allowed_special=CONTENT_SPECIAL_TOKENS)
+
+    def _encode_plain(self, text: str, allowed_special="all") -> List[int]:
         if IMG_START in text or IMG_END in text:
             raise ValueError(f"unbalanced image tag in text: {text[:120]!r}")
-        return self.encoding.encode(text, allowed_special="all") if text else []
+        return self.encoding.encode(text, allowed_special=allowed_special, disallowed_special=()) if text else []
 
     def image_paths(self, ids: Sequence[int]) -> List[str]:
         """The image paths carried by the spans in ``ids``, in order."""

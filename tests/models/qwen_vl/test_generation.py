@@ -3,7 +3,7 @@
 import numpy as np
 import paddle
 import pytest
-from qwen_vl_reference import ENDOFTEXT, IM_END
+from qwen_vl_reference import ENDOFTEXT, IM_END, IM_START
 
 from paddlemix.models.qwen_vl.modeling import generate_batch
 
@@ -26,7 +26,7 @@ def greedy_by_hand(model, ids, pixels, steps):
     for _ in range(steps):
         out = model(paddle.to_tensor([ids]), images=pixels, use_cache=False, return_dict=True)
         token = int(out.logits[0, -1].argmax())
-        if token in (IM_END, ENDOFTEXT):
+        if token in (IM_END, IM_START, ENDOFTEXT):
             break
         ids.append(token)
         new.append(token)
@@ -142,8 +142,8 @@ def force_token(model, monkeypatch, row, step, token):
     monkeypatch.setattr(model, "adjust_logits_during_generation", adjust)
 
 
-@pytest.mark.parametrize("stop_id", [IM_END, ENDOFTEXT])
-def test_each_sample_stops_at_either_stop_id(tiny_model, tiny_pixels, prompts, stop_id, monkeypatch):
+@pytest.mark.parametrize("stop_id", [IM_END, IM_START, ENDOFTEXT])
+def test_each_sample_stops_at_any_stop_id(tiny_model, tiny_pixels, prompts, stop_id, monkeypatch):
     pixels = tiny_pixels[:2]
     free = generate_batch(tiny_model, None, prompts, pixels, max_new_tokens=MAX_NEW)
     with monkeypatch.context() as patch:

@@ -37,7 +37,7 @@ def test_presets():
     assert (big.intermediate_size, big.vocab_size, big.image_span, big.resampler_heads) == (22016, 151936, 256, 32)
     assert big.visual["width"] == 1664 and big.visual["layers"] == 48 and big.visual["heads"] == 16
     assert (big.img_start_id, big.img_end_id, big.img_pad_id) == (151857, 151858, 151859)
-    assert big.eos_token_id == [151645, 151643] and big.pad_token_id == 151643
+    assert big.eos_token_id == [151645, 151644, 151643] and big.pad_token_id == 151643
     tiny = QWenVLConfig.from_preset("tiny", num_hidden_layers=1, visual=dict(layers=1))
     assert tiny.num_hidden_layers == 1 and tiny.visual["layers"] == 1 and tiny.visual["width"] == 64
     with pytest.raises(ValueError, match="kv_channels"):
