@@ -25,7 +25,7 @@ import numpy as np
 import paddle
 
 from paddlemix.bird.boxes import corner_pair_spans
-from paddlemix.models.qwen_vl import generate_batch
+from paddlemix.models.qwen_vl import generate_batch, left_padded_batch
 from paddlemix.models.qwen_vl.tokenizer import MARKUP_TOKENS
 from paddlemix.processors.conversation import encode_prompt
 
@@ -60,15 +60,8 @@ def answer_token_probs(model, pad_id: int, prompts: Sequence[Sequence[int]], ans
                        images=None) -> List[List[float]]:
     """For each (prompt, answer): the model's probability of every answer token given everything
     before it (one left-padded forward pass; the LM head runs on the answer positions only)."""
-    seqs = [list(p) + list(a) for p, a in zip(prompts, answers)]
-    longest = max(len(s) for s in seqs)
-    ids = np.full([len(seqs), longest], pad_id, dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for row, seq in enumerate(seqs):
-        ids[row, longest - len(seq):] = seq
-        mask[row, longest - len(seq):] = 1
-    if images is not None and not isinstance(images, paddle.Tensor):
-        images = paddle.to_tensor(np.asarray(images, dtype=np.float32))
+    ids, mask, images = left_padded_batch([list(p) + list(a) for p, a in zip(prompts, answers)], pad_id, images)
+    longest = ids.shape[1]
     hidden = model.transformer(
         input_ids=paddle.to_tensor(ids), images=images, attention_mask=paddle.to_tensor(mask),
         use_cache=False, return_dict=True,

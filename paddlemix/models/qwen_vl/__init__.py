@@ -17,6 +17,7 @@ _EXPORTS = {
     "QWenVLForCausalLM": "modeling",
     "freeze_vision": "modeling",
     "generate_batch": "modeling",
+    "left_padded_batch": "modeling",
     "convert_checkpoint": "convert",
     "ConversionError": "convert",
     "QWenVLTokenizer": "tokenizer",

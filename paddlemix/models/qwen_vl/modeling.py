@@ -37,6 +37,7 @@ __all__ = [
     "positions_from_attention_mask",
     "freeze_vision",
     "greedy_decode",
+    "left_padded_batch",
     "generate_batch",
 ]
 
@@ -365,6 +366,23 @@ def greedy_decode(
 
 
 @paddle.no_grad()
+def left_padded_batch(sequences: Sequence[Sequence[int]], pad_id: int, images=None):
+    """``(ids, mask, images)`` for sequences of different lengths: ids and mask [B, L] int64 numpy,
+    each row LEFT-padded with ``pad_id`` (mask 0 there), so every row ends at the last column where
+    generation continues; ``images`` as a float32 tensor (or None)."""
+    longest = max(len(s) for s in sequences)
+    if min(len(s) for s in sequences) == 0:
+        raise ValueError("every prompt needs at least one token")
+    ids = np.full([len(sequences), longest], pad_id, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, seq in enumerate(sequences):
+        ids[row, longest - len(seq) :] = seq
+        mask[row, longest - len(seq) :] = 1
+    if images is not None and not isinstance(images, paddle.Tensor):
+        images = paddle.to_tensor(np.asarray(images, dtype=np.float32))
+    return ids, mask, images
+
+
 def generate_batch(
     model: QWenVLForCausalLM,
     tokenizer,
@@ -389,16 +407,7 @@ def generate_batch(
         return []
     pad_id = tokenizer.eod_id if tokenizer is not None else model.config.pad_token_id
     stop_ids = list(stop_ids)
-    longest = max(len(p) for p in prompts_input_ids)
-    if min(len(p) for p in prompts_input_ids) == 0:
-        raise ValueError("every prompt needs at least one token")
-    ids = np.full([len(prompts_input_ids), longest], pad_id, dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for row, prompt in enumerate(prompts_input_ids):
-        ids[row, longest - len(prompt) :] = prompt
-        mask[row, longest - len(prompt) :] = 1
-    if images is not None and not isinstance(images, paddle.Tensor):
-        images = paddle.to_tensor(np.asarray(images, dtype=np.float32))
+    ids, mask, images = left_padded_batch(prompts_input_ids, pad_id, images)
     was_training = model.training
     model.eval()
     try:
