@@ -10,9 +10,10 @@ random pixels when absent) this prints, per attention head, the attention-weight
 distance under uniform attention; and the attention mass on the query's own 2 x 2 patch cell
 against the uniform share. A ratio near 1 means the query features carry no position.
 
-``--spatial_init S`` first sets a candidate spatially-preserving initialisation: the learned
-queries to zero (so a query is its sin-cos position) and the query and key projections to S times
-the identity without bias, so a query's attention logits are S^2 * pos_i . (x_j + pos_j) / sqrt(d),
+``--spatial_init S`` first applies the spatially-preserving initialisation that training's
+``resampler_init: spatial`` uses (``Resampler.init_spatial``, there with S = 4): the learned
+queries zero (so a query is its sin-cos position) and the query and key projections S times the
+identity without bias, so a query's attention logits are S^2 * pos_i . (x_j + pos_j) / sqrt(d),
 peaked where the key's position matches its own.
 """
 
@@ -49,15 +50,7 @@ def main(argv=None):
     visual = QWenVLForCausalLM(config).transformer.visual
     visual.eval()
     if args.spatial_init is not None:
-        pool = visual.attn_pool
-        e = pool.attn.embed_dim
-        weight = pool.attn.in_proj_weight.numpy()
-        weight[:, : 2 * e] = np.concatenate([np.eye(e), np.eye(e)], axis=1) * args.spatial_init
-        bias = pool.attn.in_proj_bias.numpy()
-        bias[: 2 * e] = 0.0
-        pool.attn.in_proj_weight.set_value(weight)
-        pool.attn.in_proj_bias.set_value(bias)
-        pool.query.set_value(np.zeros(pool.query.shape, dtype=np.float32))
+        visual.attn_pool.init_spatial(args.spatial_init)
     found = sorted(glob.glob(os.path.join(args.image_root, "*.png")))
     paths = found[:: max(1, len(found) // args.images)][: args.images]  # spread over the modalities
     if paths:

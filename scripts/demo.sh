@@ -56,8 +56,15 @@ $PY -m paddlemix.tools.build_medgrit --sa_root "$SA_ROOT" --out_dir "$MEDGRIT" \
   ${MEDGRIT_ARGS:---max_turns 3 --split_turns VG,RO --test_questions 4 --max_mii_regions 2}
 
 stage 4/9 "the untrained model (the run's preset and seed, before any step) → $UNTRAINED_DIR"
-read -r PRESET SEED < <($PY -c 'import json, sys; c = json.load(open(sys.argv[1])); print(c["model_preset"], c["seed"])' "$CONFIG")
-$PY -m paddlemix.tools.init_checkpoint --preset "$PRESET" --seed "$SEED" --output_dir "$UNTRAINED_DIR"
+# The config's values, as TRAIN_ARGS (--key value pairs) override them for training.
+# shellcheck disable=SC2086
+read -r PRESET SEED RESAMPLER_INIT < <($PY -c '
+import json, sys
+c = json.load(open(sys.argv[1]))
+c.update(zip((k.lstrip("-") for k in sys.argv[2::2]), sys.argv[3::2]))
+print(c["model_preset"], c["seed"], c.get("resampler_init", "random"))' "$CONFIG" ${TRAIN_ARGS:-})
+$PY -m paddlemix.tools.init_checkpoint --preset "$PRESET" --seed "$SEED" --resampler_init "$RESAMPLER_INIT" \
+  --output_dir "$UNTRAINED_DIR"
 
 stage 5/9 "training the $PRESET preset on CPU → $OUTPUT_DIR"
 # shellcheck disable=SC2086
@@ -96,7 +103,7 @@ $PY -m paddlemix.tools.draw_boxes --pred_file "$REPORT_DIR/trained/pred/pred_VG.
 $PY -m paddlemix.bird.report --out_dir "$REPORT_DIR" \
   --compare trained="$REPORT_DIR/trained" shuffled="$REPORT_DIR/shuffled" untrained="$REPORT_DIR/untrained" \
   baseline="$REPORT_DIR/baselines" \
-  --note "trained: \`$CONFIG\` (preset $PRESET, seed $SEED) on \`$MEDGRIT/train.json\`; extra training arguments: ${TRAIN_ARGS:-none}." \
+  --note "trained: \`$CONFIG\` (preset $PRESET, seed $SEED, resampler_init $RESAMPLER_INIT) on \`$MEDGRIT/train.json\`; extra training arguments: ${TRAIN_ARGS:-none}." \
   --note "shuffled: the trained model shown another image of the same modality for each VG/RO question (image-blind ablation); a grounding claim needs trained well above shuffled." \
   --note "untrained: the same preset and seed saved before the first step (\`$UNTRAINED_DIR\`)." \
   --note "baseline: image-blind — VG answers the class-mean training box of the asked class, RO the most frequent training name." \

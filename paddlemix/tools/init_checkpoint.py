@@ -1,9 +1,9 @@
 """Save a randomly initialised Qwen-VL preset as a checkpoint: the "untrained" model a run starts from.
 
-    python -m paddlemix.tools.init_checkpoint --preset tiny --seed 42 --output_dir DIR
+    python -m paddlemix.tools.init_checkpoint --preset tiny --seed 42 [--resampler_init spatial] --output_dir DIR
 
 The weights are exactly those ``supervised_finetune`` builds for ``model_preset`` with the same
-``seed`` (the same construction code runs), so scoring this checkpoint shows what training added.
+``seed`` and ``resampler_init`` (the same construction code runs), so scoring this checkpoint shows what training added.
 The tokenizer files are written next to the weights, so ``infer.py`` and ``load_model`` read the
 directory like any trained checkpoint.
 """
@@ -13,13 +13,14 @@ import os
 import sys
 
 
-def init_checkpoint(preset: str, seed: int, output_dir: str) -> str:
-    """Build ``preset`` with ``seed`` as training does, save model and tokenizer to ``output_dir``."""
+def init_checkpoint(preset: str, seed: int, output_dir: str, resampler_init: str = "random") -> str:
+    """Build ``preset`` with ``seed`` and ``resampler_init`` as training does, save model and tokenizer
+    to ``output_dir``."""
     from paddlenlp.trainer import TrainingArguments
 
     from paddlemix.tools.supervised_finetune import ModelArguments, build_model, build_tokenizer
 
-    model_args = ModelArguments(model_preset=preset, freeze_vision=False)
+    model_args = ModelArguments(model_preset=preset, resampler_init=resampler_init, freeze_vision=False)
     training_args = TrainingArguments(output_dir=output_dir, seed=seed)
     model = build_model(model_args, training_args)
     os.makedirs(output_dir, exist_ok=True)
@@ -32,14 +33,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", required=True, help="a Qwen-VL preset name, e.g. tiny")
     parser.add_argument("--seed", type=int, default=42, help="the training run's seed (default %(default)s)")
+    parser.add_argument(
+        "--resampler_init", default="random", choices=("random", "spatial"),
+        help="the training run's resampler_init (default %(default)s)",
+    )
     parser.add_argument("--output_dir", required=True)
     args = parser.parse_args(argv)
     from paddlemix.models.qwen_vl.configuration import PRESETS
 
     if args.preset not in PRESETS:
         parser.error(f"unknown preset {args.preset!r}; known: {', '.join(sorted(PRESETS))}")
-    init_checkpoint(args.preset, args.seed, args.output_dir)
-    print(f"wrote the randomly initialised {args.preset} model (seed {args.seed}) to {args.output_dir}")
+    init_checkpoint(args.preset, args.seed, args.output_dir, args.resampler_init)
+    print(
+        f"wrote the {args.resampler_init}-initialised {args.preset} model (seed {args.seed}) to {args.output_dir}"
+    )
     return 0
 
 

@@ -44,6 +44,9 @@ LORA_TARGETS = [
 ]
 
 
+RESAMPLER_INITS = ("random", "spatial")
+
+
 @dataclass
 class ModelArguments:
     model_name_or_path: Optional[str] = field(
@@ -51,6 +54,13 @@ class ModelArguments:
     )
     model_preset: Optional[str] = field(
         default=None, metadata={"help": "Start from a randomly initialised preset instead (e.g. 'tiny')."}
+    )
+    resampler_init: str = field(
+        default="random",
+        metadata={
+            "help": "With model_preset: 'random' (every weight random) or 'spatial' (the resampler's queries "
+            "attend to their own grid cell of patches, Resampler.init_spatial). A checkpoint keeps its weights."
+        },
     )
     freeze_vision: bool = field(default=True, metadata={"help": "Freeze the ViT (upstream fix_vit)."})
     train_resampler: bool = field(default=True, metadata={"help": "Keep the resampler trainable when freezing."})
@@ -126,6 +136,12 @@ def check_model_source(model_args: ModelArguments) -> None:
     path = model_args.model_name_or_path
     if path and not os.path.isfile(os.path.join(path, "config.json")):
         raise FileNotFoundError(f"model_name_or_path {path}: no config.json there (expected a checkpoint directory)")
+    if model_args.resampler_init not in RESAMPLER_INITS:
+        raise ValueError(f"resampler_init must be one of {', '.join(RESAMPLER_INITS)}, got {model_args.resampler_init!r}")
+    if model_args.resampler_init != "random" and not model_args.model_preset:
+        raise ValueError(
+            f"resampler_init {model_args.resampler_init!r} initialises a model_preset; {path} keeps its own weights"
+        )
 
 
 def load_config(model_args: ModelArguments):
@@ -146,6 +162,8 @@ def build_model(model_args: ModelArguments, training_args: TrainingArguments):
     if model_args.model_preset:
         paddle.seed(training_args.seed)
         model = QWenVLForCausalLM(QWenVLConfig.from_preset(model_args.model_preset))
+        if model_args.resampler_init == "spatial":
+            model.transformer.visual.attn_pool.init_spatial()
     else:
         # Load in the training dtype: a 7B model read as float32 first would need ~38 GB.
         model = QWenVLForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype)

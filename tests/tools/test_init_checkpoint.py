@@ -64,3 +64,34 @@ def test_demo_preset_keeps_the_real_vocabulary(tmp_path):
     model, tokenizer, _ = load_model(str(tmp_path))
     assert (model.config.hidden_size, model.config.num_hidden_layers, model.config.vocab_size) == (64, 6, 151936)
     assert model.config.visual["output_dim"] == 64 and tokenizer.image_span == model.config.image_span == 64
+
+
+def test_spatial_resampler_init_changes_only_the_resampler_queries_and_keys(init_dir, tmp_path):
+    assert main(["--preset", "tiny", "--seed", str(SEED), "--resampler_init", "spatial", "--output_dir",
+                 str(tmp_path)]) == 0
+    random_start = load_weights(os.path.join(init_dir, "model_state.pdparams"))
+    spatial = load_weights(os.path.join(tmp_path, "model_state.pdparams"))
+    pool = "transformer.visual.attn_pool."
+    weight, bias = spatial[pool + "attn.in_proj_weight"], spatial[pool + "attn.in_proj_bias"]
+    e = weight.shape[0]
+    np.testing.assert_array_equal(weight[:, :e], 4 * np.eye(e))  # queries: 4 x identity
+    np.testing.assert_array_equal(weight[:, e : 2 * e], 4 * np.eye(e))  # keys: 4 x identity
+    np.testing.assert_array_equal(bias[: 2 * e], 0.0)
+    np.testing.assert_array_equal(spatial[pool + "query"], 0.0)
+    # The values and everything else are the seed's random start, unchanged.
+    np.testing.assert_array_equal(weight[:, 2 * e :], random_start[pool + "attn.in_proj_weight"][:, 2 * e :])
+    changed = {pool + "attn.in_proj_weight", pool + "attn.in_proj_bias", pool + "query"}
+    for name in set(random_start) - changed:
+        np.testing.assert_array_equal(spatial[name], random_start[name], err_msg=name)
+
+
+def test_spatial_resampler_init_refuses_a_checkpoint(init_dir):
+    from paddlenlp.trainer import TrainingArguments
+
+    from paddlemix.tools.supervised_finetune import ModelArguments, build_model
+
+    args = ModelArguments(model_name_or_path=init_dir, resampler_init="spatial")
+    with pytest.raises(ValueError, match="initialises a model_preset"):
+        build_model(args, TrainingArguments(output_dir=init_dir))
+    with pytest.raises(ValueError, match="resampler_init must be one of random, spatial"):
+        build_model(ModelArguments(model_preset="tiny", resampler_init="grid"), TrainingArguments(output_dir=init_dir))

@@ -59,3 +59,77 @@ def test_resampler_and_tower_match_numpy(tiny_model, tiny_config, tiny_pixels):
 def test_tower_rejects_non_square_pixels(tiny_model):
     with pytest.raises(ValueError, match="n_images, 3, S, S"):
         tiny_model.transformer.visual(paddle.zeros([1, 3, 224, 112]))
+
+
+def _attention_weights(pool, x):
+    """The resampler's attention [N, heads, Q, L] for features x [N, L, kv_dim], computed in numpy
+    from the module's parameters (the published resampler's equations)."""
+    from qwen_vl_reference import layer_norm, resize_table, softmax
+
+    sd = {name: p.numpy().astype(np.float64) for name, p in pool.named_parameters()}
+    e, heads = pool.attn.embed_dim, pool.attn.num_heads
+    kv = x @ sd["kv_proj.weight"] if "kv_proj.weight" in sd else x  # Paddle layout [in, out]
+    kv = layer_norm(kv, sd["ln_kv.weight"], sd["ln_kv.bias"])
+    q = layer_norm(sd["query"], sd["ln_q.weight"], sd["ln_q.bias"]) + sd["pos_embed"]
+    k = kv + resize_table(sd["pos_embed"], x.shape[1])
+    w, b = sd["attn.in_proj_weight"], sd["attn.in_proj_bias"]
+    d = e // heads
+    qh = (q @ w[:, :e] + b[:e]).reshape(-1, heads, d).transpose(1, 0, 2)  # [h, Q, d]
+    kh = (k @ w[:, e : 2 * e] + b[e : 2 * e]).reshape(x.shape[0], -1, heads, d).transpose(0, 2, 1, 3)
+    return softmax(qh[None] @ kh.transpose(0, 1, 3, 2) / np.sqrt(d))
+
+
+def _cell_geometry(queries, patches):
+    """For a sqrt(Q) query grid over a sqrt(L) patch grid: the [Q, L] distances (in patches) from each
+    query's cell centre to each patch centre, and which patches lie in the query's own cell."""
+    qg, pg = int(np.sqrt(queries)), int(np.sqrt(patches))
+    cell = pg / qg
+    qr, qc = np.divmod(np.arange(queries), qg)
+    pr, pc = np.divmod(np.arange(patches), pg)
+    distance = np.hypot((qr[:, None] + 0.5) * cell - (pr[None] + 0.5), (qc[:, None] + 0.5) * cell - (pc[None] + 0.5))
+    own = (pr[None] // cell == qr[:, None]) & (pc[None] // cell == qc[:, None])
+    return distance, own
+
+
+def test_spatial_init_attends_to_the_own_cell():
+    from paddlemix.models.qwen_vl.vision import Resampler
+
+    paddle.seed(3)
+    # 4x4 queries over 8x8 patches, one head as in the demo preset (output_dim 64 // 128 -> 1 head).
+    pool = Resampler(n_queries=16, embed_dim=64, num_heads=1, kv_dim=24)
+    # Images whose patches share most of their content (as a scan's do), with patch-to-patch variation.
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal([2, 1, 24]) + 0.25 * rng.standard_normal([2, 64, 24])
+    distance, own = _cell_geometry(16, 64)
+    uniform = distance.mean()
+
+    def attended_distance():
+        return float((_attention_weights(pool, x) * distance).sum(-1).mean())
+
+    random_start = attended_distance()
+    pool.init_spatial()
+    spatial = attended_distance()
+    # Random projections attend nearly uniformly; the spatial start centres on the query's own cell.
+    assert random_start > 0.9 * uniform
+    assert spatial < 0.5 * uniform
+    # With content-free features (all zero: keys are positions alone) every query's strongest patch
+    # lies in its own 2x2 cell.
+    strongest = _attention_weights(pool, np.zeros([1, 64, 24]))[0, 0].argmax(-1)  # [Q]
+    assert all(own[i, strongest[i]] for i in range(16))
+    np.testing.assert_array_equal(pool.query.numpy(), 0.0)
+
+
+def test_spatial_init_same_size_grid_by_hand():
+    """Queries and patches on the same 3x3 grid, zero features, one head: the logit of query i for
+    patch j is S^2 * pos_i . pos_j / sqrt(E), and pos_i . pos_i = E / 2 (sin^2 + cos^2 per pair)."""
+    from paddlemix.models.qwen_vl.vision import SPATIAL_INIT_SCALE, Resampler
+
+    pool = Resampler(n_queries=9, embed_dim=8, num_heads=1, kv_dim=8)
+    pool.init_spatial()
+    weights = _attention_weights(pool, np.zeros([1, 9, 8]))[0, 0]  # [Q, L]
+    pos = sincos_2d(8, 3)
+    logits = SPATIAL_INIT_SCALE**2 * (pos @ pos.T) / np.sqrt(8)
+    assert logits[4, 4] == pytest.approx(SPATIAL_INIT_SCALE**2 * 4 / np.sqrt(8))
+    want = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(weights, want / want.sum(1, keepdims=True), atol=1e-6)
+    np.testing.assert_array_equal(weights.argmax(1), np.arange(9))
