@@ -1,6 +1,7 @@
-"""JSON Lines test files: the first record (to tell a file's kind) and records with their line."""
+"""JSON Lines test files: the first record (to tell a file's kind), records with their line, their images."""
 
 import json
+import os
 from typing import Callable, Iterator, Tuple
 
 
@@ -29,3 +30,11 @@ def read_objects(path: str, error: Callable[[str], Exception]) -> Iterator[Tuple
                 yield where, lineno, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise error(f"{where}: not JSON ({exc})") from exc
+
+
+def image_path(where: str, image_root: str, image: str, check: bool, error: Callable[[str], Exception]) -> str:
+    """``image`` under ``image_root``; with ``check``, a missing file raises ``error`` naming ``where``."""
+    path = os.path.join(image_root, image)
+    if check and not os.path.isfile(path):
+        raise error(f"{where}: image not found: {path}")
+    return path

@@ -7,12 +7,11 @@ same normalised shape as Med-GRIT's (:func:`paddlemix.datasets.medgrit.load_medg
 ``QA`` and the modality taken from ``domain``.
 """
 
-import os
 import re
 from typing import List
 
 from paddlemix.bird.tasks import QA
-from paddlemix.datasets.jsonl import first_object, read_objects
+from paddlemix.datasets.jsonl import first_object, image_path, read_objects
 from paddlemix.processors.chat_template import with_image
 
 # LLaVA-Med's domain flags → this project's modality names (SA-Med2D prefixes where they exist).
@@ -54,14 +53,12 @@ def load_llava_med_qa(path: str, image_root: str, check_images: bool = True) -> 
         if not question:
             raise LlavaMedError(f"{where}: empty question")
         image = str(raw["image"])
-        image_path = os.path.join(image_root, image)
-        if check_images and not os.path.isfile(image_path):
-            raise LlavaMedError(f"{where}: image not found: {image_path}")
+        path_on_disk = image_path(where, image_root, image, check_images, LlavaMedError)
         records.append(
             {
                 "id": qid,
                 "image": image,
-                "image_path": image_path,
+                "image_path": path_on_disk,
                 "task": QA,
                 "modality": modality_from_domain(raw.get("domain")),
                 "conversations": [[with_image(question, image), str(raw["gpt4_answer"])]],

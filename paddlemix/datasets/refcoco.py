@@ -9,12 +9,11 @@ size kept for the Qwen-VL grounding protocol (:mod:`paddlemix.bird.qwen_groundin
 reference answer written on the Med-GRIT grid so BiRD's scorer can read it as well.
 """
 
-import os
 from typing import List
 
 from paddlemix.bird.boxes import pixel_boxes_to_text
 from paddlemix.bird.tasks import VG, modality_of
-from paddlemix.datasets.jsonl import first_object, read_objects
+from paddlemix.datasets.jsonl import first_object, image_path, read_objects
 from paddlemix.processors.chat_template import with_image
 
 FIELDS = ("image", "sent", "bbox", "height", "width")
@@ -52,14 +51,12 @@ def load_refcoco(path: str, image_root: str, check_images: bool = True) -> List[
         if not sent:
             raise RefCocoError(f"{where}: empty 'sent' (the referring phrase)")
         image = str(raw["image"])
-        image_path = os.path.join(image_root, image)
-        if check_images and not os.path.isfile(image_path):
-            raise RefCocoError(f"{where}: image not found: {image_path}")
+        path_on_disk = image_path(where, image_root, image, check_images, RefCocoError)
         records.append(
             {
                 "id": str(raw.get("id", lineno - 1)),
                 "image": image,
-                "image_path": image_path,
+                "image_path": path_on_disk,
                 "task": VG,
                 "modality": modality_of(image),
                 "conversations": [[with_image(sent, image), pixel_boxes_to_text(sent, [bbox], width, height)]],

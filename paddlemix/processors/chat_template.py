@@ -1,8 +1,9 @@
 """Qwen-VL-Chat's ChatML rendering, shared by training, inference and ``chat()``.
 
 One function renders a conversation into segments tagged with whether a model should be trained
-to produce them (each a list of pieces: ChatML control tokens, roles, newlines, message content); training masks labels from those tags, inference takes the concatenated text
-with an open assistant turn. Because both go through :func:`render_segments`, the prompt a model
+to produce them (each a list of pieces: ChatML control tokens, roles, newlines, message content);
+training masks labels from those tags, inference takes the concatenated text with an open
+assistant turn. Because both go through :func:`render_segments`, the prompt a model
 sees at inference is byte-identical to the one it was trained on.
 
     <|im_start|>system

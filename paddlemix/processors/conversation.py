@@ -1,10 +1,11 @@
 """Conversations → token ids and labels, the one encoding used by training and inference.
 
 Each ChatML segment from :func:`~paddlemix.processors.chat_template.render_segments` is tokenized
-piece by piece as Qwen-VL's ``make_context`` does (control markers by id, role, newline and content
-each on its own, only image and ref/box/quad tags special inside content) and the ids concatenated; labels copy the ids of trained segments (assistant answers
-and their ``<|im_end|>``) and are -100 elsewhere. The inference prompt goes through the same
-function with an open assistant turn, so it is token-identical to the training context.
+piece by piece as Qwen-VL's ``make_context`` does (control markers by id, role, newline and
+content each on its own, only image and ref/box/quad tags special inside content) and the ids
+concatenated; labels copy the ids of trained segments (assistant answers and their
+``<|im_end|>``) and are -100 elsewhere. The inference prompt goes through the same function with
+an open assistant turn, so it is token-identical to the training context.
 
 Truncation is by whole turns: a turn that does not fit in ``max_length`` is dropped with every
 turn after it, so no answer is trained half-cut and no image span is split. A conversation whose

@@ -20,7 +20,6 @@ user's paths may be as long as they like.
 """
 
 import hashlib
-
 import os
 import re
 import shutil
