@@ -12,8 +12,8 @@ import random
 from collections import Counter, defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..processors.chat_template import split_image_prefix
 from .boxes import format_ref_boxes, parse_boxes
+from .image_tag import split_image_prefix
 from .tasks import RO, VG, modality_of
 
 Box = Tuple[float, float, float, float]

@@ -61,7 +61,7 @@ from tqdm import tqdm
 from paddlemix.bird import templates as T
 from paddlemix.bird.boxes import box_to_grid, format_box, format_ref_boxes
 from paddlemix.bird.tasks import GC, MII, RO, TASKS, VG, modality_of
-from paddlemix.processors.chat_template import with_image
+from paddlemix.bird.image_tag import with_image
 
 MASK_JSON = "SAMed2D_v1.json"
 

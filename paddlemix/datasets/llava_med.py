@@ -12,7 +12,7 @@ from typing import List
 
 from paddlemix.bird.tasks import QA
 from paddlemix.datasets.jsonl import first_object, image_path, read_objects
-from paddlemix.processors.chat_template import with_image
+from paddlemix.bird.image_tag import with_image
 
 # LLaVA-Med's domain flags → this project's modality names (SA-Med2D prefixes where they exist).
 DOMAIN_MODALITY = {"chest_xray": "x", "ct_scan": "ct", "mri": "mr", "histology": "histology", "gross": "gross"}

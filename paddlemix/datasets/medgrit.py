@@ -42,9 +42,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 from PIL import Image
 
 from paddlemix.bird.boxes import GRID, parse_boxes
-from paddlemix.cli import json_error
+from paddlemix.bird.image_tag import split_image_prefix, with_image
 from paddlemix.bird.tasks import TASKS, modality_of
-from paddlemix.processors.chat_template import split_image_prefix, with_image
+from paddlemix.cli import json_error
 
 REASONS = (
     "broken_json",

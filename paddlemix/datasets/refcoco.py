@@ -14,7 +14,7 @@ from typing import List
 from paddlemix.bird.boxes import pixel_boxes_to_text
 from paddlemix.bird.tasks import VG, modality_of
 from paddlemix.datasets.jsonl import first_object, image_path, read_objects
-from paddlemix.processors.chat_template import with_image
+from paddlemix.bird.image_tag import with_image
 
 FIELDS = ("image", "sent", "bbox", "height", "width")
 

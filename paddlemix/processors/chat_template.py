@@ -18,37 +18,15 @@ Only the assistant's answer and its closing ``<|im_end|>`` are trained; the newl
 role headers, the system prompt and the user turns are context.
 """
 
-import re
 from typing import List, Optional, Sequence, Tuple
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 DEFAULT_SYSTEM = "You are a helpful assistant."
 
-_IMAGE_TAG_RE = re.compile(r"^\s*Picture \d+:\s*<img>(.*?)</img>\n?", re.S)
-
 Turn = Tuple[str, Optional[str]]
 Piece = Tuple[str, bool]  # (text, is a ChatML control token)
 Segment = Tuple[List[Piece], bool]  # (pieces, trained)
-
-
-def image_prefix(path: str, index: int = 1) -> str:
-    """The tag that puts an image in a user turn: ``Picture 1: <img>path</img>\\n``."""
-    return f"Picture {index}: <img>{path}</img>\n"
-
-
-def split_image_prefix(question: str) -> Tuple[Optional[str], str]:
-    """``(path, rest)`` for a question that starts with an image tag, else ``(None, question)``."""
-    m = _IMAGE_TAG_RE.match(question)
-    if m is None:
-        return None, question
-    return m.group(1), question[m.end():]
-
-
-def with_image(question: str, path: str) -> str:
-    """The question with its image tag (re)pointing at ``path``; adds the tag when missing."""
-    _, rest = split_image_prefix(question)
-    return image_prefix(path) + rest
 
 
 def render_segments(turns: Sequence[Turn], system: str = DEFAULT_SYSTEM) -> List[Segment]:

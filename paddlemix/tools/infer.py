@@ -16,6 +16,7 @@ import sys
 from typing import List, Optional, Set
 
 from paddlemix.bird import qwen_grounding
+from paddlemix.bird.image_tag import split_image_prefix
 from paddlemix.bird.predictions import (
     Key,
     append_records,
@@ -25,7 +26,6 @@ from paddlemix.bird.predictions import (
     record_key,
     start_predictions,
 )
-from paddlemix.processors.chat_template import split_image_prefix
 
 # The command-line settings that change what is written: a file made with other values is not
 # resumed. A new prompt or generation option is added here (and to parse_args), nothing else.

@@ -22,9 +22,9 @@ from paddlemix.bird.construct import (
     parse_mask_name,
     split_cases,
 )
+from paddlemix.bird.image_tag import split_image_prefix
 from paddlemix.bird.tasks import TASKS, modality_of
 from paddlemix.datasets.medgrit import load_medgrit
-from paddlemix.processors.chat_template import split_image_prefix
 from paddlemix.tools import build_medgrit as build_cli
 
 CLASSES = {

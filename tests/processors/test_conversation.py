@@ -3,7 +3,7 @@
 import pytest
 
 from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer
-from paddlemix.processors.chat_template import image_prefix
+from paddlemix.bird.image_tag import image_prefix
 from paddlemix.processors.conversation import SampleTooLong, encode_conversation, encode_prompt
 
 IGNORE = -100

@@ -7,7 +7,8 @@ training uses, so inference sees exactly the tokens the model was fine-tuned on 
 
 from typing import List, Optional, Sequence, Tuple
 
-from paddlemix.processors.chat_template import DEFAULT_SYSTEM, with_image
+from paddlemix.bird.image_tag import with_image
+from paddlemix.processors.chat_template import DEFAULT_SYSTEM
 from paddlemix.processors.conversation import encode_prompt
 
 from .modeling import QWenVLForCausalLM, generate_batch

@@ -6,8 +6,9 @@ import os
 import pytest
 import tiktoken
 
+from paddlemix.bird.image_tag import image_prefix
 from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer, default_vocab_file
-from paddlemix.processors.chat_template import image_prefix, render_chatml
+from paddlemix.processors.chat_template import render_chatml
 
 # Qwen's published pre-tokenisation regex and Qwen-VL's special-token ids (DESIGN.md §5).
 QWEN_PATTERN = (
