@@ -89,7 +89,7 @@ def time_steps(model, optimizer, dataset, batches, pad_to, pad_id):
 def prepare_data(args, workdir):
     if args.medgrit_dir:
         return os.path.join(args.medgrit_dir, "train.json"), args.image_root
-    from paddlemix.bird.construct import build_medgrit
+    from paddlemix.bird.construct.build import build_medgrit
     from paddlemix.bird.demo_data import build_demo_set
 
     sa_root, medgrit = os.path.join(workdir, "sa_med2d"), os.path.join(workdir, "medgrit")

@@ -7,19 +7,14 @@ installed and converted at run time. Each package holds one subject, so a "case"
 train/test split groups by) is a contiguous slab of slices of a volume, or one tile of a large
 2-D image; neighbouring slices never straddle a split that way.
 
-Layout written (see DESIGN.md §3)::
-
-    images/{modality_sub}--{dataset}--{case}--{axis_NNNN|2d_none}.png
-    masks/{image stem}--{classid:04d}_{instance:03d}.png     binary 0/255, one connected instance
-    SAMed2D_v1.json                   {"images/x.png": ["masks/x--0003_000.png", ...]}
-    SAMed2D_v1_class_mapping_id.json  {"<dataset>": {"<class name>": "0003", ...}}
-    SOURCES.md, demo_manifest.json
+The folder written has the SA-Med2D layout of :mod:`paddlemix.bird.samed2d` (its masks binary
+0/255, one connected instance each, the class mapping in the per-dataset shape), plus
+``SOURCES.md`` and ``demo_manifest.json``.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import plistlib
 import shutil
 import sys
@@ -32,6 +27,10 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from paddlemix.bird.jsonio import write_json_atomic, write_text_atomic
+from paddlemix.bird.samed2d import CLASS_JSON, IMAGES_DIR, MASK_JSON, MASKS_DIR, SAName, class_mapping
+from paddlemix.bird.tasks import modality_of
+
 LONG_SIDE = 256  # output images are scaled so that their long side has this many pixels
 MIN_MASK_AREA = 64  # connected pieces smaller than this (output pixels) are omitted
 SLAB_SLICES = 12  # source slices per case for volumes
@@ -42,8 +41,6 @@ MRICRON_COPYRIGHT = Path("/usr/share/doc/mricron-data/copyright")
 INVESALIUS_PROJECT = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")
 INVESALIUS_COPYRIGHT = Path("/usr/share/doc/invesalius-examples/copyright")
 
-IMAGE_INDEX = "SAMed2D_v1.json"
-CLASS_MAPPING = "SAMed2D_v1_class_mapping_id.json"
 MANIFEST = "demo_manifest.json"
 SOURCES = "SOURCES.md"
 
@@ -116,8 +113,8 @@ class DemoSource:
     images: list[DemoImage] = field(default_factory=list)
     sources_md: str = ""  # this source's section of SOURCES.md
 
-    def stem(self, image: DemoImage) -> str:
-        return f"{self.modality_sub}--{self.dataset}--{image.case}--{image.position}"
+    def name(self, image: DemoImage) -> SAName:
+        return SAName(self.modality_sub, self.dataset, image.case, image.position)
 
 
 # ----------------------------------------------------------------------------- array helpers
@@ -457,7 +454,7 @@ def check_out_dir(out_dir: Path) -> None:
 
 def _prepare_out_dir(out_dir: Path) -> None:
     check_out_dir(out_dir)
-    for sub in ("images", "masks"):
+    for sub in (IMAGES_DIR, MASKS_DIR):
         shutil.rmtree(out_dir / sub, ignore_errors=True)
         (out_dir / sub).mkdir(parents=True)
 
@@ -466,7 +463,7 @@ def build_manifest(sources: list[DemoSource], seed: int, max_images: int | None)
     modalities: dict[str, dict] = {}
     datasets: dict[str, dict] = {}
     for source in sources:
-        modality = source.modality_sub.split("_", 1)[0]
+        modality = modality_of(source.modality_sub)
         names = {class_id: name for name, class_id in source.classes.items()}
         per_class: dict[str, dict[str, int]] = {}
         for image in source.images:
@@ -531,30 +528,24 @@ def write_demo_set(sources: list[DemoSource], out_dir: Path, seed: int, max_imag
               file=sys.stderr) as bar:
         for source in sources:
             for image in source.images:
-                stem = source.stem(image)
-                Image.fromarray(image.pixels).save(out_dir / "images" / f"{stem}.png")
+                name = source.name(image)
+                Image.fromarray(image.pixels).save(out_dir / name.image_file)
                 counters: dict[int, int] = {}
                 masks = []
                 for piece in image.instances:
                     number = counters.get(piece.class_id, 0)
                     counters[piece.class_id] = number + 1
-                    mask_name = f"masks/{stem}--{piece.class_id:04d}_{number:03d}.png"
-                    Image.fromarray(piece.full(image.pixels.shape[:2])).save(out_dir / mask_name)
-                    masks.append(mask_name)
-                index[f"images/{stem}.png"] = masks
+                    mask_file = name.mask_file(piece.class_id, number)
+                    Image.fromarray(piece.full(image.pixels.shape[:2])).save(out_dir / mask_file)
+                    masks.append(mask_file)
+                index[name.image_file] = masks
                 bar.update(1)
-    mapping = {source.dataset: {name: f"{class_id:04d}" for name, class_id in source.classes.items()}
-               for source in sources}
+    mapping = class_mapping({source.dataset: source.classes for source in sources})
     manifest = build_manifest(sources, seed, max_images)
-    _write_json(out_dir / IMAGE_INDEX, index)
-    _write_json(out_dir / CLASS_MAPPING, mapping)
-    _write_json(out_dir / MANIFEST, manifest)
-    (out_dir / SOURCES).write_text(sources_markdown(sources, manifest))
+    for file_name, data in ((MASK_JSON, index), (CLASS_JSON, mapping), (MANIFEST, manifest)):
+        write_json_atomic(out_dir / file_name, data, indent=1, sort_keys=True)
+    write_text_atomic(out_dir / SOURCES, sources_markdown(sources, manifest))
     return manifest
-
-
-def _write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def build_demo_set(out_dir: str | Path, max_images: int | None = DEFAULT_MAX_IMAGES, seed: int = 0,

@@ -14,9 +14,11 @@ import json
 import os
 import sys
 
-from paddlemix.cli import EXIT_BAD_INPUT
-from paddlemix.bird.construct import ChatRewriter, ConstructionError, build_medgrit
+from paddlemix.bird.construct.build import build_medgrit
+from paddlemix.bird.construct.paraphrase import ChatRewriter
+from paddlemix.bird.samed2d import ConstructionError
 from paddlemix.bird.tasks import TASKS
+from paddlemix.cli import EXIT_BAD_INPUT
 
 
 def main(argv=None) -> int:

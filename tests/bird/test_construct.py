@@ -13,16 +13,10 @@ from PIL import Image
 
 from paddlemix.bird import templates as T
 from paddlemix.bird.boxes import parse_boxes
-from paddlemix.bird.construct import (
-    ConstructionError,
-    build_medgrit,
-    load_class_names,
-    mask_box,
-    parse_image_name,
-    parse_mask_name,
-    split_cases,
-)
+from paddlemix.bird.construct.build import build_medgrit
+from paddlemix.bird.construct.split import split_cases
 from paddlemix.bird.image_tag import split_image_prefix
+from paddlemix.bird.samed2d import ConstructionError, load_class_names, mask_box, parse_image_name, parse_mask_name
 from paddlemix.bird.tasks import TASKS, modality_of
 from paddlemix.datasets.medgrit import load_medgrit
 from paddlemix.tools import build_medgrit as build_cli

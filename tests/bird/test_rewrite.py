@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from paddlemix.bird.construct import ChatRewriter, build_medgrit, keeps_markup, rewrite_answers
+from paddlemix.bird.construct.build import build_medgrit
+from paddlemix.bird.construct.paraphrase import ChatRewriter, keeps_markup, rewrite_answers
 from paddlemix.bird.tasks import TASKS
 from paddlemix.tools import build_medgrit as build_cli
 
