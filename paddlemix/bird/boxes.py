@@ -100,6 +100,14 @@ def corner_pair_spans(text: str) -> List[Tuple[int, int, Optional[Box]]]:
     return [(m.start(), m.end(), _read_box(m)) for m in _BOX_RE.finditer(text)]
 
 
+def written_corners(content: str) -> Optional[Tuple[str, str, str, str]]:
+    """The four coordinates of a ``<box>`` tag's content exactly as written, when the content is one
+    corner pair in this module's grammar (surrounding spaces allowed), else None. For strict
+    validators of reference data; :func:`parse_boxes` reads model output with the same grammar."""
+    m = _BOX_RE.fullmatch(content.strip())
+    return None if m is None else m.groups()
+
+
 def _read_box(match: "re.Match") -> Optional[Box]:
     return ordered_box(*(float(v) for v in match.groups()))
 

@@ -41,7 +41,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from PIL import Image
 
-from paddlemix.bird.boxes import GRID, parse_boxes
+from paddlemix.bird.boxes import GRID, parse_boxes, written_corners
 from paddlemix.bird.image_tag import split_image_prefix, with_image
 from paddlemix.bird.tasks import TASKS, modality_of
 from paddlemix.cli import json_error
@@ -60,8 +60,6 @@ REASONS = (
 # A task id standing alone between separators in a file name: test_VG.json, mii-test.jsonl.
 _TASK_IN_NAME_RE = re.compile(r"(?:^|[_\-.])(" + "|".join(TASKS) + r")(?=[_\-.]|$)", re.I)
 _BOX_TAG_RE = re.compile(r"<box>(.*?)</box>", re.S)
-_NUM = r"\s*(-?\d+(?:\.\d*)?)\s*"
-_BOX_CONTENT_RE = re.compile(r"\s*\(" + _NUM + "," + _NUM + r"\)\s*,?\s*\(" + _NUM + "," + _NUM + r"\)\s*")
 
 
 @dataclass(frozen=True)
@@ -162,11 +160,10 @@ def box_problems(text: str) -> List[str]:
     if text.count("<box>") != text.count("</box>"):
         problems.append("unbalanced <box> tags")
     for m in _BOX_TAG_RE.finditer(text):
-        content = _BOX_CONTENT_RE.fullmatch(m.group(1))
-        if content is None:
+        raw = written_corners(m.group(1))
+        if raw is None:
             problems.append(f"unreadable box {m.group(0)!r}")
             continue
-        raw = content.groups()
         if any("." in v for v in raw):
             problems.append(f"non-integer coordinates in {m.group(0)!r}")
             continue

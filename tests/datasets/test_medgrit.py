@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from paddlemix.bird.boxes import parse_boxes
 from paddlemix.datasets.medgrit import (
     MedGritError,
     box_problems,
@@ -217,6 +218,26 @@ def test_box_problems_accepts_valid_markup():
     assert box_problems("<ref>a</ref><box>(0,0),(999,999)</box><box>( 1 , 2 ),( 3 , 4 )</box>") == []
     assert box_problems("no boxes at all") == []
     assert box_problems("<box>(3,4),(1,2)</box>") == ["needs x1 < x2 and y1 < y2 in '<box>(3,4),(1,2)</box>'"]
+
+
+# One box grammar: what the strict validator cannot read is exactly what the lenient parser cannot
+# read ("1." is not a number in either), and a decimal both read is refused only for not being an integer.
+@pytest.mark.parametrize(
+    "box, readable",
+    [("(1.,2),(30,40)", False), ("(1,2),(30.,40)", False), ("(1,2),(30,40", False),
+     ("(1.5,2),(30,40)", True), (" ( 1 , 2 ) (30,40) ", True)],
+)
+def test_validator_and_parser_read_the_same_boxes(box, readable):
+    text = f"<ref>a</ref><box>{box}</box>"
+    problems = box_problems(text)
+    assert (parse_boxes(text).boxes != []) == readable
+    assert (f"unreadable box '<box>{box}</box>'" in problems) == (not readable)
+
+
+def test_a_trailing_dot_is_unreadable_not_a_decimal():
+    text = "<box>(1.,2),(30,40)</box>"
+    assert box_problems(text) == [f"unreadable box {text!r}", f"unparseable box {text!r}"]
+    assert parse_boxes(text).unparsed == [text]
 
 
 def test_validate_cli_lenient_and_strict(root, capsys):
