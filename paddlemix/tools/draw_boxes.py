@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 
 from paddlemix.bird.boxes import Box, grid_to_box, iou, parse_boxes
 from paddlemix.bird.evaluate import PredictionFileError, read_predictions
+from paddlemix.bird.images import to_rgb
 from paddlemix.bird.metrics import CLEAN_MODES, clean_response, record_modality
 
 REFERENCE_COLOR = (0, 200, 0)
@@ -77,21 +78,10 @@ def resolve_image(image: str, image_root: Optional[str]) -> str:
     return os.path.join(image_root, image)
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    # 16-bit and float medical images: stretch to 8 bits instead of letting PIL clip them.
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        values = np.asarray(image, dtype=np.float64)
-        lo, hi = float(values.min()), float(values.max())
-        scaled = (values - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(values)
-        image = Image.fromarray(scaled.astype(np.uint8))
-    return image.convert("RGB")
-
-
 def draw_item(item: GalleryItem, image_path: str, out_path: str) -> None:
     """Draw the item's reference and predicted boxes on its image (or a blank grid) and save it."""
     if os.path.exists(image_path):
-        with Image.open(image_path) as source:
-            canvas = _to_rgb(source)
+        canvas = to_rgb(image_path)  # 16-bit and float images stretched to 8 bits, not clipped
         scale = min(1.0, MAX_SIDE / max(canvas.size))
         if scale < 1.0:
             canvas = canvas.resize((max(1, round(canvas.width * scale)), max(1, round(canvas.height * scale))))

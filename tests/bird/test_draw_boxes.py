@@ -62,8 +62,8 @@ def test_gallery_draws_scaled_boxes_and_an_index(tmp_path, capsys):
     assert tuple(ct[30, 60]) == (40, 40, 40)  # inside the box the image is untouched
 
     mr = np.asarray(Image.open(out_dir / "images" / "mr_000.png"))
-    # 16-bit intensities are stretched to 8 bits, not clipped.
-    assert mr.shape == (300, 300, 3) and mr[299, 299].tolist() == [255] * 3 and mr[250, 250].tolist() == [127] * 3
+    # 16-bit intensities are stretched to 8 bits, not clipped: 30000 of 0..60000 is 127.5, rounded to 128.
+    assert mr.shape == (300, 300, 3) and mr[299, 299].tolist() == [255] * 3 and mr[250, 250].tolist() == [128] * 3
     pet = Image.open(out_dir / "images" / "pet_000.png")
     assert pet.size == (512, 512)  # missing image: a blank grid
 

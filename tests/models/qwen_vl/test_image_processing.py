@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from paddlemix.processors.image_processing import QWenVLImageProcessor, to_rgb
+from paddlemix.bird.images import to_rgb
+from paddlemix.processors.image_processing import QWenVLImageProcessor
 
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
 STD = np.array([0.26862954, 0.26130258, 0.27577711])
