@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .boxes import format_ref_boxes, parse_boxes
-from .image_tag import split_image_prefix
+from .predictions import prediction_record
 from .tasks import RO, VG, modality_of
 
 Box = Tuple[float, float, float, float]
@@ -57,16 +57,8 @@ def majority_class(train_records: Sequence[dict]) -> str:
 
 
 def _prediction(rec: dict, question: str, annotation: str, response: str, task: str) -> dict:
-    return {
-        "id": rec["id"],
-        "image": rec.get("image"),
-        "question": split_image_prefix(question)[1],
-        "annotation": annotation,
-        "response": response,
-        "task": task,
-        "modality": rec.get("modality"),
-        "turn": 0,
-    }
+    return prediction_record(id=rec["id"], image=rec.get("image"), question=question, annotation=annotation,
+                             response=response, task=task, modality=rec.get("modality"))
 
 
 def vg_baseline(train_records: Sequence[dict], test_records: Sequence[dict]) -> List[dict]:

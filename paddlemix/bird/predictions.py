@@ -8,13 +8,17 @@ Resuming is only right for the same job. Next to ``pred.jsonl``, ``pred.jsonl.me
 what the file is made from (a *fingerprint*: the checkpoint's files, the test file's content hash,
 the prompt and generation settings); :func:`start_predictions` refuses a rerun whose fingerprint
 differs, saying which entries differ and how to start over, and refuses an output file that is not
-a prediction file. The JSONL itself keeps only prediction records (DESIGN.md §3).
+a prediction file. The JSONL itself keeps only prediction records (DESIGN.md §3), each made by
+:func:`prediction_record`, whether a model or a baseline answered.
 """
 
 import hashlib
 import json
 import os
-from typing import Dict, Iterable, List, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Set, Tuple
+
+from paddlemix.bird.image_tag import split_image_prefix
+from paddlemix.bird.jsonio import jsonl_text, write_json_atomic
 
 Key = Tuple[str, str, int]
 
@@ -52,7 +56,7 @@ def open_resumable(path: str) -> Set[Key]:
 
 def append_records(path: str, records: Iterable[dict]) -> None:
     """Append whole lines and make them durable before returning."""
-    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    data = jsonl_text(records)
     if not data:
         return
     with open(path, "a", encoding="utf-8") as f:
@@ -65,6 +69,33 @@ META_SUFFIX = ".meta.json"
 META_FORMAT = "bird-predictions/1"
 # Fields every prediction record carries (DESIGN.md §3); a file whose lines lack them is not one.
 PREDICTION_FIELDS = ("id", "annotation", "response")
+
+
+def prediction_record(
+    *,
+    id: str,
+    image: Optional[str],
+    question: str,
+    annotation: str,
+    response: str,
+    task: Optional[str],
+    modality: Optional[str],
+    turn: int = 0,
+    **extra,
+) -> dict:
+    """One line of a prediction file, whoever answered (a model or a baseline): the question as
+    asked, without its image tag; ``extra`` fields (a protocol's phrase, image size) follow."""
+    return {
+        "id": id,
+        "image": image,
+        "question": split_image_prefix(question)[1],
+        "annotation": annotation,
+        "response": response,
+        "task": task,
+        "modality": modality,
+        "turn": turn,
+        **extra,
+    }
 
 
 class PredictionMismatch(ValueError):
@@ -178,10 +209,6 @@ def start_predictions(path: str, fingerprint: dict, overwrite: bool = False, inp
                 )
     done = open_resumable(path)
     if fresh or not os.path.exists(meta):
-        tmp = meta + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"format": META_FORMAT, "fingerprint": fingerprint}, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, meta)
+        write_json_atomic(meta, {"format": META_FORMAT, "fingerprint": fingerprint}, indent=2)
     open(path, "a", encoding="utf-8").close()  # an empty test file still gives a (empty) prediction file
     return done

@@ -7,11 +7,11 @@ Reads ``DIR/test_VG.json`` and ``DIR/test_RO.json`` and writes ``pred_VG.jsonl``
 """
 
 import argparse
-import json
 import os
 import sys
 
 from paddlemix.bird.baselines import ro_baseline, vg_baseline
+from paddlemix.bird.jsonio import write_jsonl_atomic
 from paddlemix.datasets.medgrit import load_medgrit
 
 
@@ -27,8 +27,7 @@ def write_baselines(train_json: str, test_dir: str, out_dir: str) -> dict:
         test, _ = load_medgrit(test_file, image_root="", check_images=False, task=task)
         rows = build(train, test)
         path = os.path.join(out_dir, f"pred_{task}.jsonl")
-        with open(path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        write_jsonl_atomic(path, rows)
         written[task] = path
     return written
 

@@ -23,6 +23,7 @@ from paddlemix.bird.predictions import (
     checkpoint_identity,
     file_sha256,
     open_resumable,
+    prediction_record,
     record_key,
     start_predictions,
 )
@@ -162,19 +163,18 @@ def run_inference(
             outputs = generate_batch(model, tokenizer, ids, images=images, max_new_tokens=max_new_tokens, **generate_kwargs)
             rows = []
             for q, out in zip(batch, outputs):
-                _, question = split_image_prefix(q["question"])
                 rows.append(
-                    {
-                        "id": q["id"],
-                        "image": q["image"],
-                        "question": question,
-                        "annotation": q["annotation"],
-                        "response": tokenizer.decode(out, skip_special_tokens=True).strip(),
-                        "task": q["task"],
-                        "modality": q["modality"],
-                        "turn": q["turn"],
+                    prediction_record(
+                        id=q["id"],
+                        image=q["image"],
+                        question=q["question"],
+                        annotation=q["annotation"],
+                        response=tokenizer.decode(out, skip_special_tokens=True).strip(),
+                        task=q["task"],
+                        modality=q["modality"],
+                        turn=q["turn"],
                         **{k: q[k] for k in PASS_THROUGH if k in q},
-                    }
+                    )
                 )
                 if protocol == qwen_grounding.PROTOCOL:
                     # The response is the continuation after the pre-filled "<ref>PHRASE</ref><box>".

@@ -14,6 +14,7 @@ import os
 import sys
 
 from paddlemix.bird.baselines import shuffle_images
+from paddlemix.bird.jsonio import write_json_atomic
 
 
 def write_shuffled(test_dir: str, out_dir: str, tasks, seed: int = 0) -> dict:
@@ -31,8 +32,7 @@ def write_shuffled(test_dir: str, out_dir: str, tasks, seed: int = 0) -> dict:
         except ValueError as e:
             raise ValueError(f"{test_file}: {e}") from None
         path = os.path.join(out_dir, f"test_{task}.json")
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(shuffled, f, ensure_ascii=False)
+        write_json_atomic(path, shuffled, indent=None)
         written[task] = (path, exchanged)
     return written
 

@@ -1,10 +1,10 @@
-"""Resumable prediction files: partial last line dropped, complete lines kept, duplicates refused."""
+"""Prediction files: the record shape; resuming drops a partial last line, keeps complete lines, refuses duplicates."""
 
 import json
 
 import pytest
 
-from paddlemix.bird.predictions import append_records, open_resumable
+from paddlemix.bird.predictions import append_records, open_resumable, prediction_record
 
 
 def rec(i, task="VG"):
@@ -67,3 +67,17 @@ def test_start_predictions_resumes_only_the_same_job(tmp_path):
     append_records(str(path), [dict(rec(0), annotation="a")])
     with pytest.raises(PredictionMismatch, match=r"pred\.jsonl\.meta\.json: not valid JSON"):
         start_predictions(str(path), job)
+
+
+def test_prediction_record_drops_the_image_tag_and_keeps_the_field_order():
+    row = prediction_record(id="x", image="a.png", question="Picture 1: <img>/data/a.png</img>\nWhere is the liver?",
+                            annotation="<ref>liver</ref><box>(1,2),(3,4)</box>", response="(1,2),(3,5)", task="VG",
+                            modality="ct", phrase="liver")
+    assert list(row.items()) == [
+        ("id", "x"), ("image", "a.png"), ("question", "Where is the liver?"),
+        ("annotation", "<ref>liver</ref><box>(1,2),(3,4)</box>"), ("response", "(1,2),(3,5)"), ("task", "VG"),
+        ("modality", "ct"), ("turn", 0), ("phrase", "liver"),
+    ]
+    untagged = prediction_record(id="y", image=None, question="Name it.", annotation="a", response="b", task="RO",
+                                 modality=None, turn=2)
+    assert untagged["question"] == "Name it." and untagged["turn"] == 2
