@@ -11,14 +11,6 @@ TASKS = (VG, RO, GC, MII)  # the Med-GRIT tasks: what data construction and load
 QA = "QA"  # free-text answers on LLaVA-Med's QA set: scored like MII, not a Med-GRIT task
 SCORED_TASKS = TASKS + (QA,)  # what the evaluator scores
 
-TASK_NAMES = {
-    VG: "visual grounding",
-    RO: "referring object classification",
-    GC: "referring captioning",
-    MII: "medical image analysis",
-    QA: "LLaVA-Med question answering",
-}
-
 # SA-Med2D modality prefixes; any other prefix is kept as its own modality.
 KNOWN_MODALITIES = ("ct", "mr", "x", "pet", "endoscopy", "dermoscopy", "fundus", "ultrasound")
 
