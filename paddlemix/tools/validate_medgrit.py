@@ -7,9 +7,9 @@ exits 2 with its message (the exit codes of :mod:`paddlemix.cli`).
 """
 
 import argparse
-import json
 import sys
 
+from paddlemix.bird.jsonio import write_json_atomic
 from paddlemix.cli import EXIT_BAD_INPUT
 from paddlemix.datasets.medgrit import MedGritError, validate_medgrit
 
@@ -33,8 +33,7 @@ def main(argv=None) -> int:
         return EXIT_BAD_INPUT
     print(report.format(max_issues=args.max_issues))
     if args.report_json:
-        with open(args.report_json, "w", encoding="utf-8") as f:
-            json.dump(report.to_dict(), f, indent=2)
+        write_json_atomic(args.report_json, report.to_dict(), indent=2)
     return 0
 
 
