@@ -6,7 +6,7 @@ import os
 import shutil
 
 import pytest
-from serve_helpers import SCRIPTED_ANSWER, Server
+from tests.serving.serve_helpers import SCRIPTED_ANSWER, Server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")

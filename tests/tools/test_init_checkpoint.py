@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from train_helpers import SEED, load_weights, run, run_train
+from tests.tools.train_helpers import SEED, load_weights, run, run_train
 
 from paddlemix.tools.init_checkpoint import main
 

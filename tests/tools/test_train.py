@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 import pytest
-from train_helpers import (
+from tests.tools.train_helpers import (
     BATCH,
     ROOT,
     SEED,

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from train_helpers import DEMO_CONFIG, ROOT, train_args, train_env
+from tests.tools.train_helpers import DEMO_CONFIG, ROOT, train_args, train_env
 
 
 def train_main(*argv):

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import paddle
 import pytest
-from qwen_vl_reference import IMG_START, qwen_vl_logits, sincos_2d, vision_block
+from tests.models.qwen_vl.qwen_vl_reference import IMG_START, qwen_vl_logits, sincos_2d, vision_block
 
 from paddlemix.models.qwen_vl.configuration import get_preset
 from paddlemix.models.qwen_vl.convert import (

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import paddle
 import pytest
-from qwen_vl_reference import IM_END, IMG_END, IMG_START
+from tests.models.qwen_vl.qwen_vl_reference import IM_END, IMG_END, IMG_START
 
 from paddlemix.models.qwen_vl import modeling
 from paddlemix.models.qwen_vl.configuration import QWenVLConfig, get_preset
