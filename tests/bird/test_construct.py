@@ -359,6 +359,32 @@ def test_mii_lists_at_most_max_regions_largest_first(tmp_path):
         assert "3 structures, of which the 1 largest are" in answer
 
 
+def test_gc_size_words_follow_the_masks_share_of_the_image(built):
+    """Each GC answer's size word against the mask's foreground share counted here with numpy, and
+    the thresholds as the templates document them: under 2% small, under 10% medium-sized."""
+    root, index, out, _ = built
+    train, test = read_outputs(out)
+    masks_by_stem = {os.path.basename(image)[:-4]: masks for image, masks in index.items()}
+    words_seen = set()
+    for rec in [r for r in train if r["task"] == "GC"] + test["GC"]:
+        for question, answer in rec["conversations"]:
+            (box,) = parse_boxes(question).boxes
+            shares = []
+            for mask in masks_by_stem[rec["id"].split("--q")[0]]:
+                pixels = np.array(Image.open(root / mask)) > 0
+                ys, xs = np.nonzero(pixels)
+                h, w = pixels.shape
+                grid_box = (grid(xs.min(), w), grid(ys.min(), h), grid(xs.max() + 1, w), grid(ys.max() + 1, h))
+                if grid_box == tuple(box):
+                    shares.append(pixels.sum() / pixels.size)
+            assert len(shares) == 1, (rec["id"], question)
+            word = "small" if shares[0] < 0.02 else "medium-sized" if shares[0] < 0.10 else "large"
+            others = {"small", "medium-sized", "large"} - {word}
+            assert word in answer and not any(o in answer for o in others), (rec["id"], shares[0], answer)
+            words_seen.add(word)
+    assert len(words_seen) >= 2  # the tiny set has structures on both sides of a threshold
+
+
 def test_templates_render_and_words():
     slots = dict(phrase="liver", box="<box>(1,2),(3,4)</box>", modality="CT", kind="slice", position="central",
                  size="small", percent="3%", count="one structure", items="<ref>liver</ref>")
