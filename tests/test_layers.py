@@ -31,6 +31,9 @@ KNOWN = [
     ("paddlemix.tools.serve", "paddlemix.tools.infer"),
 ]
 
+# Command lines outside tools/ that issue 14 moves there (a "def main" or a __main__ block).
+KNOWN_MAINS = ["paddlemix.bird.evaluate", "paddlemix.bird.report"]
+
 
 def module_name(path):
     rel = os.path.relpath(path, ROOT)[: -len(".py")].split(os.sep)
@@ -126,3 +129,28 @@ def test_no_new_layer_violation():
                                                id=f"{e[0]}->{e[1]}") for e in KNOWN])
 def test_known_violation_is_gone(edge):
     assert edge not in {v[:2] for v in violations()}
+
+
+def command_lines_outside_tools():
+    """Modules outside ``paddlemix.tools`` with a ``main`` function or an ``if __name__ == "__main__"`` block."""
+    found = []
+    for module, path in sorted(package_modules().items()):
+        if module.startswith("paddlemix.tools"):
+            continue
+        tree = ast.parse(open(path, encoding="utf-8").read(), filename=path)
+        for node in tree.body:
+            if (isinstance(node, ast.FunctionDef) and node.name == "main") or (
+                    isinstance(node, ast.If) and ast.unparse(node.test) == "__name__ == '__main__'"):
+                found.append(module)
+                break
+    return found
+
+
+def test_no_new_command_line_outside_tools():
+    assert [m for m in command_lines_outside_tools() if m not in KNOWN_MAINS] == []
+
+
+@pytest.mark.parametrize("module", [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason="issue 14 moves it"))
+                                    for m in KNOWN_MAINS])
+def test_known_command_line_moved_to_tools(module):
+    assert module not in command_lines_outside_tools()

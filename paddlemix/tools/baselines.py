@@ -30,6 +30,8 @@ def write_baselines(train_json: str, test_dir: str, out_dir: str) -> dict:
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         written[task] = path
+    if not written:
+        raise FileNotFoundError(f"{test_dir}: neither test_VG.json nor test_RO.json found")
     return written
 
 

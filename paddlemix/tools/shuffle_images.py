@@ -34,6 +34,8 @@ def write_shuffled(test_dir: str, out_dir: str, tasks, seed: int = 0) -> dict:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(shuffled, f, ensure_ascii=False)
         written[task] = (path, exchanged)
+    if not written:
+        raise FileNotFoundError(f"{test_dir}: none of " + ", ".join(f"test_{t}.json" for t in tasks) + " found")
     return written
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from paddlemix.cli import run
 from paddlemix.tools.plot_loss import loss_history, main, plot_loss
 
 HISTORY = [
@@ -59,5 +60,5 @@ def test_no_step_logs_is_an_error(tmp_path, capsys):
     state = write_state(tmp_path / "trainer_state.json", HISTORY[2:])
     with pytest.raises(ValueError, match="no step logs"):
         loss_history(str(state))
-    assert main(["--trainer_state", str(state), "--out", str(tmp_path / "x.png")]) == 2
+    assert run(main, ["--trainer_state", str(state), "--out", str(tmp_path / "x.png")]) == 2
     assert "no step logs" in capsys.readouterr().err

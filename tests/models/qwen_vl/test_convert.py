@@ -12,6 +12,7 @@ import paddle
 import pytest
 from tests.models.qwen_vl.qwen_vl_reference import IMG_START, qwen_vl_logits, sincos_2d, vision_block
 
+from paddlemix.cli import run
 from paddlemix.models.qwen_vl.configuration import get_preset
 from paddlemix.models.qwen_vl.convert import (
     ConversionError,
@@ -400,7 +401,7 @@ def test_command_line(hf_tiny, tmp_path, capsys):
     src, _ = hf_tiny
     assert convert_main(["--src", src, "--dst", str(tmp_path / "out"), "--dtype", "bfloat16"]) == 0
     assert "wrote" in capsys.readouterr().out
-    assert convert_main(["--src", str(tmp_path / "nowhere"), "--dst", str(tmp_path / "x")]) == 2
+    assert run(convert_main, ["--src", str(tmp_path / "nowhere"), "--dst", str(tmp_path / "x")]) == 2
     assert "config.json not found" in capsys.readouterr().err
 
 
