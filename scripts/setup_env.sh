@@ -2,7 +2,7 @@
 # Create or refresh the project's virtual environment at .venv (idempotent and fast when current).
 #
 #   bash scripts/setup_env.sh            # CPU (paddlepaddle)
-#   PADDLE_PACKAGE=paddlepaddle-gpu==3.3.1 bash scripts/setup_env.sh   # see README, "GPU"
+#   PADDLE_PACKAGE=paddlepaddle-gpu==3.3.1 bash scripts/setup_env.sh   # see README, "Reproduce the paper"
 #
 # The environment is rebuilt only when requirements*.txt, setup.py or this script change: a stamp
 # file in .venv records the hash of those inputs.

@@ -7,7 +7,7 @@ installed and converted at run time. Each package holds one subject, so a "case"
 train/test split groups by) is a contiguous slab of slices of a volume, or one tile of a large
 2-D image; neighbouring slices never straddle a split that way.
 
-Layout written (see DESIGN.md §3)::
+Layout written (see docs/ARCHITECTURE.md, "SA-Med2D layout")::
 
     images/{modality_sub}--{dataset}--{case}--{axis_NNNN|2d_none}.png
     masks/{image stem}--{classid:04d}_{instance:03d}.png     binary 0/255, one connected instance
