@@ -10,6 +10,8 @@ from tests.tools.train_helpers import SEED, load_weights, run, run_train
 
 from paddlemix.tools.init_checkpoint import main
 
+pytestmark = pytest.mark.slow  # compares with a training run in a subprocess
+
 
 @pytest.fixture(scope="module")
 def init_dir(tmp_path_factory):

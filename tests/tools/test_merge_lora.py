@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from tests.tools.train_helpers import DEMO_CONFIG, ROOT, SEED, load_weights, run, train_args
 
+pytestmark = pytest.mark.slow  # LoRA training in a subprocess
+
 RANK, ALPHA, STEPS = 4, 8, 4
 LLM_LAYERS = 2  # the tiny preset
 ADAPTED = sorted(f"transformer.h.{i}.{m}" for i in range(LLM_LAYERS)

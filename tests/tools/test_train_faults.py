@@ -10,6 +10,8 @@ import sys
 import pytest
 from tests.tools.train_helpers import DEMO_CONFIG, ROOT, train_args, train_env
 
+pytestmark = pytest.mark.slow  # training runs in subprocesses
+
 
 def train_main(*argv):
     from paddlemix.tools.supervised_finetune import main

@@ -327,6 +327,7 @@ def test_whole_model_matches_numpy(converted, tiny_config, make_prompt):
     np.testing.assert_allclose(out.logits[0].numpy(), want_logits, rtol=1e-4, atol=1e-4 * scale)
 
 
+@pytest.mark.slow  # converts and loads the whole tiny model in bfloat16
 def test_bfloat16_source_and_output(tmp_path, tiny_config):
     """A bfloat16 source is read without torch; a bfloat16 output loads as bfloat16 or float32."""
     state = hf_tiny_state(tiny_config, np.random.default_rng(3))
