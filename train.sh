@@ -19,11 +19,9 @@ CONFIG=$2
 shift 2
 # Stay in the caller's directory: CONFIG, the paths inside it, --output_dir and LOG_DIR are relative
 # to where train.sh is run from, as they are for any other command; only the code is found here.
-REPO=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
-if [ -z "${PYTHON:-}" ]; then
-  if [ -x "$REPO/.venv/bin/python" ]; then PYTHON=$REPO/.venv/bin/python; else PYTHON=python; fi
-fi
-ENTRY=$REPO/paddlemix/tools/supervised_finetune.py
+ROOT=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
+. "$ROOT/scripts/python.sh"
+ENTRY=$ROOT/paddlemix/tools/supervised_finetune.py
 LOG_DIR=${LOG_DIR:-log}
 if [ ! -f "$CONFIG" ]; then
   echo "error: config $CONFIG not found (relative to $(pwd))" >&2

@@ -27,7 +27,6 @@ CONFIG=paddlemix/config/BiRD/sft_argument_demo.json
 SA_ROOT=$DEMO_DIR/sa_med2d
 IMAGES=$SA_ROOT/images
 MEDGRIT=$DEMO_DIR/medgrit
-PY=.venv/bin/python
 # Paddle uses one CPU thread unless told otherwise; inference and training get every core.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc 2>/dev/null || echo 1)}
 export MAX_NEW_TOKENS_VG=${MAX_NEW_TOKENS_VG:-64} MAX_NEW_TOKENS_RO=${MAX_NEW_TOKENS_RO:-16}
@@ -46,24 +45,27 @@ stage() { printf '\n=== [%s] %s (%ds)\n' "$1" "$2" "$(( $(date +%s) - start ))";
 
 stage 1/9 "environment"
 bash scripts/setup_env.sh
+ROOT=$(pwd)
+. scripts/python.sh
+export PYTHON  # train.sh, infer_all.sh and eval_all.sh run the same one
 
 stage 2/9 "embedded demo set (SA-Med2D layout) → $SA_ROOT"
-$PY -m paddlemix.tools.build_demo_data --out_dir "$SA_ROOT" --max_images "${DEMO_MAX_IMAGES:-500}"
+"$PYTHON" -m paddlemix.tools.build_demo_data --out_dir "$SA_ROOT" --max_images "${DEMO_MAX_IMAGES:-500}"
 
 stage 3/9 "Med-GRIT conversations → $MEDGRIT"
 # shellcheck disable=SC2086
-$PY -m paddlemix.tools.build_medgrit --sa_root "$SA_ROOT" --out_dir "$MEDGRIT" \
+"$PYTHON" -m paddlemix.tools.build_medgrit --sa_root "$SA_ROOT" --out_dir "$MEDGRIT" \
   ${MEDGRIT_ARGS:---max_turns 3 --split_turns VG,RO --test_questions 4 --max_mii_regions 2}
 
 stage 4/9 "the untrained model (the run's preset and seed, before any step) → $UNTRAINED_DIR"
 # The config's values, as TRAIN_ARGS (--key value pairs) override them for training.
 # shellcheck disable=SC2086
-read -r PRESET SEED RESAMPLER_INIT < <($PY -c '
+read -r PRESET SEED RESAMPLER_INIT < <("$PYTHON" -c '
 import json, sys
 c = json.load(open(sys.argv[1]))
 c.update(zip((k.lstrip("-") for k in sys.argv[2::2]), sys.argv[3::2]))
 print(c["model_preset"], c["seed"], c.get("resampler_init", "random"))' "$CONFIG" ${TRAIN_ARGS:-})
-$PY -m paddlemix.tools.init_checkpoint --preset "$PRESET" --seed "$SEED" --resampler_init "$RESAMPLER_INIT" \
+"$PYTHON" -m paddlemix.tools.init_checkpoint --preset "$PRESET" --seed "$SEED" --resampler_init "$RESAMPLER_INIT" \
   --output_dir "$UNTRAINED_DIR"
 
 stage 5/9 "training the $PRESET preset on CPU → $OUTPUT_DIR"
@@ -77,30 +79,30 @@ for RUN in trained untrained; do
   if [ "$RUN" = trained ]; then CKPT=$OUTPUT_DIR; else CKPT=$UNTRAINED_DIR; fi
   echo "--- $RUN model: $CKPT"
   CHECKPOINT="$CKPT" TEST_DIR="$MEDGRIT" IMAGE_ROOT="$IMAGES" PRED_DIR="$REPORT_DIR/$RUN/pred" \
-    BATCH_SIZE="${INFER_BATCH_SIZE:-64}" PYTHON=$PY sh tests/models/BiRD/infer_all.sh
+    BATCH_SIZE="${INFER_BATCH_SIZE:-64}" sh tests/models/BiRD/infer_all.sh
 done
 # The image-blind ablation of the trained model: its VG and RO test images exchanged within each modality.
 echo "--- trained model, test images shuffled: $REPORT_DIR/shuffled/pred"
-$PY -m paddlemix.tools.shuffle_images --test_dir "$MEDGRIT" --out_dir "$REPORT_DIR/shuffled/test" --tasks VG,RO
+"$PYTHON" -m paddlemix.tools.shuffle_images --test_dir "$MEDGRIT" --out_dir "$REPORT_DIR/shuffled/test" --tasks VG,RO
 CHECKPOINT="$OUTPUT_DIR" TEST_DIR="$REPORT_DIR/shuffled/test" IMAGE_ROOT="$IMAGES" PRED_DIR="$REPORT_DIR/shuffled/pred" \
-  BATCH_SIZE="${INFER_BATCH_SIZE:-64}" PYTHON=$PY sh tests/models/BiRD/infer_all.sh
+  BATCH_SIZE="${INFER_BATCH_SIZE:-64}" sh tests/models/BiRD/infer_all.sh
 
 stage 7/9 "image-blind baselines (VG class-mean box, RO majority class) → $REPORT_DIR/baselines/pred"
-$PY -m paddlemix.tools.baselines --train_json "$MEDGRIT/train.json" --test_dir "$MEDGRIT" \
+"$PYTHON" -m paddlemix.tools.baselines --train_json "$MEDGRIT/train.json" --test_dir "$MEDGRIT" \
   --out_dir "$REPORT_DIR/baselines/pred"
 
 stage 8/9 "evaluation → $REPORT_DIR/{trained,untrained,baselines}"
 for RUN in trained untrained shuffled baselines; do
   echo "--- $RUN"
-  PYTHON=$PY sh tests/models/BiRD/eval_all.sh "$REPORT_DIR/$RUN/pred" "$REPORT_DIR/$RUN"
+  sh tests/models/BiRD/eval_all.sh "$REPORT_DIR/$RUN/pred" "$REPORT_DIR/$RUN"
 done
 
 stage 9/9 "report: loss curve, VG gallery, comparison → $REPORT_DIR"
-$PY -m paddlemix.tools.plot_loss --trainer_state "$OUTPUT_DIR" --out "$REPORT_DIR/loss.png" \
+"$PYTHON" -m paddlemix.tools.plot_loss --trainer_state "$OUTPUT_DIR" --out "$REPORT_DIR/loss.png" \
   --title "BiRD demo: $PRESET preset, training loss"
-$PY -m paddlemix.tools.draw_boxes --pred_file "$REPORT_DIR/trained/pred/pred_VG.jsonl" --image_root "$IMAGES" \
+"$PYTHON" -m paddlemix.tools.draw_boxes --pred_file "$REPORT_DIR/trained/pred/pred_VG.jsonl" --image_root "$IMAGES" \
   --out_dir "$REPORT_DIR/gallery"
-$PY -m paddlemix.bird.report --out_dir "$REPORT_DIR" \
+"$PYTHON" -m paddlemix.bird.report --out_dir "$REPORT_DIR" \
   --compare trained="$REPORT_DIR/trained" shuffled="$REPORT_DIR/shuffled" untrained="$REPORT_DIR/untrained" \
   baseline="$REPORT_DIR/baselines" \
   --note "trained: \`$CONFIG\` (preset $PRESET, seed $SEED, resampler_init $RESAMPLER_INIT) on \`$MEDGRIT/train.json\`; extra training arguments: ${TRAIN_ARGS:-none}." \
@@ -112,4 +114,4 @@ echo
 cat "$REPORT_DIR/summary.md"
 printf '\ndemo finished in %ds (full log: %s)\n' "$(( $(date +%s) - start ))" "$DEMO_LOG"
 printf '\nserve the trained model (OpenAI-style API + web page at http://127.0.0.1:8000/):\n  %s -m paddlemix.tools.serve --checkpoint %s --examples_dir %s\n' \
-  "$PY" "$OUTPUT_DIR" "$IMAGES"
+  "$PYTHON" "$OUTPUT_DIR" "$IMAGES"

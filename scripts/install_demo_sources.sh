@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install the packages whose real images and masks paddlemix.tools.build_demo_data converts.
 # Idempotent: apt-get update runs only when a Debian package is missing; pip keeps exact pins.
-#   bash scripts/install_demo_sources.sh            (uses .venv/bin/python)
+#   bash scripts/install_demo_sources.sh            (into the Python of scripts/python.sh)
 #   PYTHON=/path/to/python bash scripts/install_demo_sources.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON="${PYTHON:-.venv/bin/python}"
+ROOT=$(pwd)
+. scripts/python.sh
 DEBIAN_PACKAGES=(mricron-data invesalius-examples)   # Colin27 MR + AAL atlas; head CT + masks
 
 missing=()
@@ -23,7 +24,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-if [ ! -x "$PYTHON" ]; then
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
   echo "error: $PYTHON not found; create the virtual environment first or set PYTHON" >&2
   exit 1
 fi

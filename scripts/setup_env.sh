@@ -2,18 +2,19 @@
 # Create or refresh the project's virtual environment at .venv (idempotent and fast when current).
 #
 #   bash scripts/setup_env.sh            # CPU (paddlepaddle)
-#   PADDLE_PACKAGE=paddlepaddle-gpu==3.3.1 bash scripts/setup_env.sh   # see README, "GPU"
+#   PADDLE_PACKAGE=paddlepaddle-gpu==3.3.1 bash scripts/setup_env.sh   # see README, "Reproduce the paper"
 #
 # The environment is rebuilt only when requirements*.txt, setup.py or this script change: a stamp
 # file in .venv records the hash of those inputs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-PYTHON=${PYTHON:-python3}
+# The interpreter that creates .venv (PYTHON, as elsewhere, names the one that runs the project).
+BASE_PYTHON=${BASE_PYTHON:-python3}
 VENV="$ROOT/.venv"
 
-if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
-  echo "setup_env: warning: $("$PYTHON" --version 2>&1) found; the pins are verified on Python 3.11" >&2
+if ! "$BASE_PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
+  echo "setup_env: warning: $("$BASE_PYTHON" --version 2>&1) found; the pins are verified on Python 3.11" >&2
 fi
 
 hash_inputs=(requirements.txt requirements-lock.txt setup.py scripts/setup_env.sh)
@@ -26,7 +27,7 @@ if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$input
 fi
 
 echo "setup_env: preparing .venv (first time: about a minute with a warm pip cache)"
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+[ -x "$VENV/bin/python" ] || "$BASE_PYTHON" -m venv "$VENV"
 pip_install() { "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@"; }
 pip_install --upgrade "pip>=23"
 
@@ -44,7 +45,7 @@ pip_install --no-deps -e .
 
 # Real biomedical images and masks for the embedded demo set ship inside Debian and PyPI packages.
 if [ -f scripts/install_demo_sources.sh ]; then
-  bash scripts/install_demo_sources.sh
+  PYTHON="$VENV/bin/python" bash scripts/install_demo_sources.sh
 fi
 
 echo "$inputs_hash" > "$stamp"

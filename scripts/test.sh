@@ -21,4 +21,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get install -y -q "${missing[@]}"
 fi
 
-exec .venv/bin/python -m pytest -q "${@:-tests}"
+ROOT=$(pwd)
+. scripts/python.sh
+exec "$PYTHON" -m pytest -q "${@:-tests}"

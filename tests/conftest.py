@@ -1,13 +1,6 @@
 """Shared fixtures: the real Qwen tokenizer is loaded once per test session."""
 
-import os
-import sys
-
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 
 @pytest.fixture(scope="session")

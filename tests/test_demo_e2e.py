@@ -9,6 +9,8 @@ import subprocess
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # the whole demo.sh, shortened
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRIC_KEYS = {
     "VG": {"Recall@0.5", "match_precision@0.5", "match_recall@0.5", "match_F1@0.5", "Acc@0.25", "Acc@0.5", "Acc@0.75",

@@ -1,7 +1,8 @@
 """Box formats of other model families, read onto the Med-GRIT [0, 1000) grid of the record's image.
 
 So predictions written by another model score with BiRD's rules on the same test files
-(``eval.py --box_format NAME``). The names and texts are the contract of DESIGN.md §3:
+(``eval.py --box_format NAME``). The names and texts are a contract (docs/ARCHITECTURE.md, "Box
+text"):
 
 =========  ================================================================  =====================
 name       text the model writes                                             coordinates

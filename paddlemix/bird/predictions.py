@@ -8,7 +8,7 @@ Resuming is only right for the same job. Next to ``pred.jsonl``, ``pred.jsonl.me
 what the file is made from (a *fingerprint*: the checkpoint's files, the test file's content hash,
 the prompt and generation settings); :func:`start_predictions` refuses a rerun whose fingerprint
 differs, saying which entries differ and how to start over, and refuses an output file that is not
-a prediction file. The JSONL itself keeps only prediction records (DESIGN.md §3), each made by
+a prediction file. The JSONL itself keeps only prediction records (docs/ARCHITECTURE.md, "Prediction file"), each made by
 :func:`prediction_record`, whether a model or a baseline answered.
 """
 
@@ -67,7 +67,8 @@ def append_records(path: str, records: Iterable[dict]) -> None:
 
 META_SUFFIX = ".meta.json"
 META_FORMAT = "bird-predictions/1"
-# Fields every prediction record carries (DESIGN.md §3); a file whose lines lack them is not one.
+# Fields every prediction record carries (docs/ARCHITECTURE.md, "Prediction file"); a file whose
+# lines lack them is not one.
 PREDICTION_FIELDS = ("id", "annotation", "response")
 
 

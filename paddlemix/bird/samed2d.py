@@ -1,4 +1,4 @@
-"""The SA-Med2D-20M folder layout (DESIGN.md §3): file names, the two JSON indexes, masks.
+"""The SA-Med2D-20M folder layout (docs/ARCHITECTURE.md, "SA-Med2D layout"): file names, the two JSON indexes, masks.
 
 One home for what data construction reads and the demo set writes::
 

@@ -48,8 +48,8 @@ def answer_boxes(
     token_probs: Optional[Sequence[float]] = None,
     image_size: Optional[Tuple[int, int]] = None,
 ) -> List[dict]:
-    """The reply's ``boxes`` (DESIGN.md §3 "Serving"): ``label``, ``box`` in pixels of the image of
-    ``image_size`` = (width, height) (None without an image), ``box_grid`` and ``score``."""
+    """The reply's ``boxes`` (docs/ARCHITECTURE.md, "Serving reply"): ``label``, ``box`` in pixels of
+    the image of ``image_size`` = (width, height) (None without an image), ``box_grid`` and ``score``."""
     parsed = parse_boxes(content)
     unscored = box_token_scores(token_bytes, token_probs) if token_bytes is not None and token_probs is not None else []
     boxes = []

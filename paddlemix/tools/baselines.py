@@ -29,6 +29,8 @@ def write_baselines(train_json: str, test_dir: str, out_dir: str) -> dict:
         path = os.path.join(out_dir, f"pred_{task}.jsonl")
         write_jsonl_atomic(path, rows)
         written[task] = path
+    if not written:
+        raise FileNotFoundError(f"{test_dir}: neither test_VG.json nor test_RO.json found")
     return written
 
 

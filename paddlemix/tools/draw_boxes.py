@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from paddlemix.bird.boxes import Box, grid_to_box, iou, parse_boxes
-from paddlemix.bird.evaluate import PredictionFileError, read_predictions
+from paddlemix.bird.evaluate import read_predictions
 from paddlemix.bird.images import to_rgb
 from paddlemix.bird.metrics import CLEAN_MODES, clean_response, record_modality
 
@@ -166,11 +166,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--per_modality", type=int, default=6, help="records drawn per modality")
     parser.add_argument("--clean", choices=CLEAN_MODES, default="none", help="response cleaning, as in eval.py")
     args = parser.parse_args(argv)
-    try:
-        index = build_gallery(args.pred_file, args.image_root, args.out_dir, args.per_modality, args.clean)
-    except (PredictionFileError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    index = build_gallery(args.pred_file, args.image_root, args.out_dir, args.per_modality, args.clean)
     print(f"wrote {index}")
     return 0
 

@@ -35,6 +35,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     metrics_dir = args.metrics_dir or args.pred_dir
     metrics = collect_metrics(args.pred_dir, metrics_dir, score_missing=not args.metrics_only)
+    if not metrics:  # an empty table from a wrong folder would look like a run that scored nothing
+        raise FileNotFoundError(f"{metrics_dir}: no metrics_<TASK>.json"
+                                + ("" if args.metrics_only else f" and no pred_<TASK>.jsonl in {args.pred_dir}"))
     md_path, json_path, markdown = write_paper_table(metrics, args.out_dir or metrics_dir)
     print(markdown)
     print(f"wrote {md_path} and {json_path}")

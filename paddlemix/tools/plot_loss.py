@@ -67,12 +67,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="PNG file to write")
     parser.add_argument("--title", default="training loss")
     args = parser.parse_args(argv)
-    try:
-        steps, losses, rates = loss_history(args.trainer_state)
-        path = draw_loss(steps, losses, rates, args.out, args.title)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    steps, losses, rates = loss_history(args.trainer_state)
+    path = draw_loss(steps, losses, rates, args.out, args.title)
     print(f"wrote {path} (loss {losses[0]:.3f} at step {steps[0]} → {losses[-1]:.3f} at step {steps[-1]})")
     return 0
 

@@ -34,6 +34,8 @@ def write_shuffled(test_dir: str, out_dir: str, tasks, seed: int = 0) -> dict:
         path = os.path.join(out_dir, f"test_{task}.json")
         write_json_atomic(path, shuffled, indent=None)
         written[task] = (path, exchanged)
+    if not written:
+        raise FileNotFoundError(f"{test_dir}: none of " + ", ".join(f"test_{t}.json" for t in tasks) + " found")
     return written
 
 

@@ -107,6 +107,7 @@ def test_class_ids_come_from_the_per_dataset_mapping(small_set):
             assert match["class_id"] in mapping[dataset].values(), mask
 
 
+@pytest.mark.slow  # builds the set twice more
 def test_same_seed_gives_identical_files_and_another_seed_another_subset(small_set, tmp_path):
     _build(tmp_path / "again", max_images=36, seed=0)
     assert _tree_digest(tmp_path / "again") == _tree_digest(small_set)
@@ -115,6 +116,7 @@ def test_same_seed_gives_identical_files_and_another_seed_another_subset(small_s
     assert other != {p.name for p in (small_set / "images").iterdir()}
 
 
+@pytest.mark.slow  # the full demo set
 def test_full_set_counts_cases_and_manifest(full_set):
     index = _load(full_set, "SAMed2D_v1.json")
     manifest = _load(full_set, "demo_manifest.json")
@@ -140,6 +142,7 @@ def test_full_set_counts_cases_and_manifest(full_set):
         assert needle in sources_md
 
 
+@pytest.mark.slow
 def test_left_structures_are_on_the_image_right(full_set):
     """Radiological display: the patient's left hemisphere is drawn on the right of the image."""
     mapping = _load(full_set, "SAMed2D_v1_class_mapping_id.json")["colin27aal"]
@@ -159,6 +162,7 @@ def test_left_structures_are_on_the_image_right(full_set):
     assert checked > 100
 
 
+@pytest.mark.slow
 def test_ct_head_is_one_piece_and_bone_lies_inside_it(full_set):
     index = _load(full_set, "SAMed2D_v1.json")
     ct_images = [image for image in index if Path(image).name.startswith("ct_")]

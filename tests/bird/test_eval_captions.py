@@ -26,6 +26,8 @@ from paddlemix.bird.metrics import (
     spice_unavailable_reason,
 )
 
+pytestmark = pytest.mark.slow  # pycocoevalcap's Java scorers, started many times
+
 CAPTIONS = [
     ("ct", "The liver is enlarged, with a hypodense lesion.", "The liver appears enlarged with a lesion."),
     ("ct", "A small cyst in the left kidney.", "A small cyst in the left kidney."),

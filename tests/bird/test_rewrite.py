@@ -2,10 +2,8 @@
 
 import json
 import re
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +12,7 @@ from paddlemix.bird.construct.paraphrase import ChatRewriter, keeps_markup, rewr
 from paddlemix.bird.tasks import TASKS
 from paddlemix.tools import build_medgrit as build_cli
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_construct import make_sa_root  # noqa: E402  (the tiny SA-Med2D fixture, one copy)
+from tests.bird.sa_med2d_tree import make_sa_root
 
 
 class FakeChat:

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from paddlemix.bird.boxes import parse_boxes
+from paddlemix.cli import run
 from paddlemix.datasets.medgrit import (
     MedGritError,
     box_problems,
@@ -249,7 +250,7 @@ def test_validate_cli_lenient_and_strict(root, capsys):
     assert "read 3, kept 1, skipped 2" in out and "duplicate_id: 1" in out and "empty_turn: 1" in out
     saved = json.loads(report_json.read_text())
     assert saved["skipped"] == {"empty_turn": 1, "duplicate_id": 1} and len(saved["issues"]) == 2
-    assert validate_cli.main(args + ["--strict"]) == 2
+    assert run(validate_cli.main, args + ["--strict"]) == 2
     assert "record 1" in capsys.readouterr().err
     clean = write_json(root / "test_RO.json", [vg(CT)])
     assert validate_cli.main(["--json_path", clean, "--image_root", str(root / "images"), "--strict"]) == 0

@@ -1,7 +1,7 @@
 """Serving fixtures: the tiny checkpoints the servers under test load, built once per session."""
 
 import pytest
-from serve_helpers import build_scripted_model, save_checkpoint, tiny_config
+from tests.serving.serve_helpers import build_scripted_model, save_checkpoint, tiny_config
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,10 @@ import threading
 import httpx
 import numpy as np
 import pytest
-from serve_helpers import SCRIPTED_ANSWER, SCRIPTED_LOGIT, Server, image_message, png_data_url, tiny_config
+from tests.serving.serve_helpers import SCRIPTED_ANSWER, SCRIPTED_LOGIT, Server, image_message, png_data_url, tiny_config
 from PIL import Image
+
+pytestmark = pytest.mark.slow  # real servers in subprocesses
 
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

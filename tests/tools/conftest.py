@@ -3,7 +3,7 @@
 import sys
 
 import pytest
-from train_helpers import run
+from tests.tools.train_helpers import run
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ def scored(demo_data, tiny_base, tmp_path_factory):
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow  # demo_data builds the demo data in subprocesses
 def test_kinds_add_up_to_the_models_own_loss(scored, demo_data, tiny_base):
     import paddle
 
@@ -59,6 +60,7 @@ def test_kinds_add_up_to_the_models_own_loss(scored, demo_data, tiny_base):
     assert "digit 100s" in format_table(kinds)
 
 
+@pytest.mark.slow
 def test_no_matching_records_is_an_error(demo_data, tiny_base, capsys):
     argv = ["--checkpoint", tiny_base, "--json_path", demo_data["train_json"], "--image_root", demo_data["images"],
             "--modality", "no-such-modality"]

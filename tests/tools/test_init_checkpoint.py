@@ -6,9 +6,11 @@ import sys
 
 import numpy as np
 import pytest
-from train_helpers import SEED, load_weights, run, run_train
+from tests.tools.train_helpers import SEED, load_weights, run, run_train
 
 from paddlemix.tools.init_checkpoint import main
+
+pytestmark = pytest.mark.slow  # compares with a training run in a subprocess
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,9 @@ import sys
 
 import numpy as np
 import pytest
-from train_helpers import DEMO_CONFIG, ROOT, SEED, load_weights, run, train_args
+from tests.tools.train_helpers import DEMO_CONFIG, ROOT, SEED, load_weights, run, train_args
+
+pytestmark = pytest.mark.slow  # LoRA training in a subprocess
 
 RANK, ALPHA, STEPS = 4, 8, 4
 LLM_LAYERS = 2  # the tiny preset

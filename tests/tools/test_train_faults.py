@@ -8,7 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from train_helpers import DEMO_CONFIG, ROOT, train_args, train_env
+from tests.tools.train_helpers import DEMO_CONFIG, ROOT, train_args, train_env
+
+pytestmark = pytest.mark.slow  # training runs in subprocesses
 
 
 def train_main(*argv):

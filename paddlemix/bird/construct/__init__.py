@@ -1,6 +1,6 @@
 """Med-GRIT construction: SA-Med2D image–mask pairs → VG / RO / GC / MII conversations.
 
-Input is the SA-Med2D-20M layout (DESIGN §3): ``images/<name>.png``,
+Input is the SA-Med2D-20M layout (docs/ARCHITECTURE.md, "SA-Med2D layout"): ``images/<name>.png``,
 ``masks/<name>--<class>_<instance>.png``, the image → masks JSON and the class-id mapping JSON.
 For every image the masks JSON lists:
 

@@ -169,7 +169,7 @@ PRESETS["tiny"] = dict(
 # 151,936-id vocabulary the LM head and its softmax cost most of a small model's step, and that cost
 # grows with the width, so the narrower model takes more optimizer steps in the demo's time budget;
 # decoder layers at this width are cheap, and 6 layers of 4 heads fit the demo data better than 2
-# of 2 (README, "What the demo measured").
+# of 2 (docs/RESULTS.md, "What was tried").
 PRESETS["demo"] = dict(
     copy.deepcopy(PRESETS["tiny"]),
     hidden_size=64,

@@ -1,14 +1,16 @@
-"""Score one prediction file: python tests/models/BiRD/eval.py --task VG --pred_file P.jsonl --out_json M.json"""
+"""Score one prediction file (upstream's entry point); the logic is paddlemix.bird.evaluate.
+
+    python tests/models/BiRD/eval.py --task VG --pred_file P.jsonl --out_json M.json
+"""
 
 import os
 import sys
 
-# Run from a checkout without installing: the repository root holds the paddlemix package.
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")))
+# This checkout's paddlemix, whether or not it is installed (the repository root is three folders up).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
 from paddlemix.bird.evaluate import main  # noqa: E402
+from paddlemix.cli import run  # noqa: E402
 
 if __name__ == "__main__":
-    from paddlemix.cli import run
-
     sys.exit(run(main))

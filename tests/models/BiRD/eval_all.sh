@@ -8,13 +8,12 @@
 # OUT_DIR (default: PRED_DIR) receives metrics_<TASK>.json, summary.md, summary.csv and the paper's
 # table (paper_table.md / paper_table.json).
 # Both may also come from the environment variables of the same names. Options:
-#   PYTHON (default python), BOOTSTRAP (resamples, default 0), CLEAN (none|upstream), IOU (0.5).
+#   PYTHON (see scripts/python.sh), BOOTSTRAP (resamples, default 0), CLEAN (none|upstream), IOU (0.5).
 # Exit codes as every tool's (paddlemix/cli.py): 2 when nothing could be scored or a file is bad.
 set -u
 
 PRED_DIR=${1:-${PRED_DIR:-}}
 OUT_DIR=${2:-${OUT_DIR:-$PRED_DIR}}
-PYTHON=${PYTHON:-python}
 if [ -z "$PRED_DIR" ]; then
     echo "usage: sh $0 PRED_DIR [OUT_DIR]   (or set PRED_DIR / OUT_DIR)" >&2
     exit 2
@@ -26,6 +25,7 @@ fi
 
 HERE=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
 ROOT=$(CDPATH= cd -- "$HERE/../../.." && pwd)
+. "$ROOT/scripts/python.sh"
 mkdir -p "$OUT_DIR" || exit 2
 
 # The positional parameters collect the metrics files written.

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from qwen_vl_reference import IMG_END, IMG_PAD, IMG_START
+from tests.models.qwen_vl.qwen_vl_reference import IMG_END, IMG_PAD, IMG_START
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 EPS = 1e-6
-# Published Qwen-VL token ids (DESIGN.md section 5).
+# Published Qwen-VL token ids (docs/ARCHITECTURE.md, "Special tokens").
 ENDOFTEXT, IM_START, IM_END = 151643, 151644, 151645
 IMG_START, IMG_END, IMG_PAD = 151857, 151858, 151859
 

@@ -10,8 +10,9 @@ import shutil
 import numpy as np
 import paddle
 import pytest
-from qwen_vl_reference import IMG_START, qwen_vl_logits, sincos_2d, vision_block
+from tests.models.qwen_vl.qwen_vl_reference import IMG_START, qwen_vl_logits, sincos_2d, vision_block
 
+from paddlemix.cli import run
 from paddlemix.models.qwen_vl.configuration import get_preset
 from paddlemix.models.qwen_vl.convert import (
     ConversionError,
@@ -326,6 +327,7 @@ def test_whole_model_matches_numpy(converted, tiny_config, make_prompt):
     np.testing.assert_allclose(out.logits[0].numpy(), want_logits, rtol=1e-4, atol=1e-4 * scale)
 
 
+@pytest.mark.slow  # converts and loads the whole tiny model in bfloat16
 def test_bfloat16_source_and_output(tmp_path, tiny_config):
     """A bfloat16 source is read without torch; a bfloat16 output loads as bfloat16 or float32."""
     state = hf_tiny_state(tiny_config, np.random.default_rng(3))
@@ -400,7 +402,7 @@ def test_command_line(hf_tiny, tmp_path, capsys):
     src, _ = hf_tiny
     assert convert_main(["--src", src, "--dst", str(tmp_path / "out"), "--dtype", "bfloat16"]) == 0
     assert "wrote" in capsys.readouterr().out
-    assert convert_main(["--src", str(tmp_path / "nowhere"), "--dst", str(tmp_path / "x")]) == 2
+    assert run(convert_main, ["--src", str(tmp_path / "nowhere"), "--dst", str(tmp_path / "x")]) == 2
     assert "config.json not found" in capsys.readouterr().err
 
 

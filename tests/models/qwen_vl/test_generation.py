@@ -3,7 +3,7 @@
 import numpy as np
 import paddle
 import pytest
-from qwen_vl_reference import ENDOFTEXT, IM_END, IM_START
+from tests.models.qwen_vl.qwen_vl_reference import ENDOFTEXT, IM_END, IM_START
 
 from paddlemix.models.qwen_vl.modeling import generate_batch
 

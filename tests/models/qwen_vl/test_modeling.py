@@ -5,7 +5,7 @@ import os
 import numpy as np
 import paddle
 import pytest
-from qwen_vl_reference import IM_END, IMG_END, IMG_START
+from tests.models.qwen_vl.qwen_vl_reference import IM_END, IMG_END, IMG_START
 
 from paddlemix.models.qwen_vl import modeling
 from paddlemix.models.qwen_vl.configuration import QWenVLConfig, get_preset
@@ -26,6 +26,29 @@ def logits_of(model, ids, pixels=None, mask=None):
         return_dict=True,
     )
     return out.logits.numpy()
+
+
+def labelled_forward(model, ids, labels, pixels=None, **switches):
+    """The training call: ids and labels (and images), no cache, the output object."""
+    return model(
+        paddle.to_tensor(ids),
+        images=None if pixels is None else paddle.to_tensor(pixels),
+        labels=paddle.to_tensor(labels),
+        use_cache=False,
+        return_dict=True,
+        **switches,
+    )
+
+
+def reference_loss(full_logits, labels):
+    """Mean next-token cross-entropy over the labelled positions, in float64 NumPy: position t
+    predicts ``labels[t + 1]``; -100 marks a position without a label."""
+    labels = np.asarray(labels)
+    rows, cols = np.nonzero(labels[:, 1:] != -100)
+    picked = full_logits.astype(np.float64)[rows, cols]
+    log_probs = picked - picked.max(-1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+    return -np.mean(log_probs[np.arange(len(rows)), labels[rows, cols + 1]])
 
 
 # ---- configuration ----
@@ -128,32 +151,14 @@ def test_loss_uses_labelled_positions_only(tiny_model, tiny_pixels, make_prompt,
         return head_loss(states, weight, targets, *args)
 
     monkeypatch.setattr(modeling, "linear_cross_entropy", spy)
-    out = tiny_model(
-        paddle.to_tensor(ids),
-        images=paddle.to_tensor(tiny_pixels[:2]),
-        labels=paddle.to_tensor(labels),
-        use_cache=False,
-        return_dict=True,
-    )
+    out = labelled_forward(tiny_model, ids, labels, tiny_pixels[:2])
     assert seen == [[6, tiny_model.config.hidden_size]]  # 4 + 2 labelled positions, nothing else
     assert out.logits is None
 
-    full = logits_of(tiny_model, ids, tiny_pixels[:2]).astype(np.float64)
-    rows, cols = np.nonzero(labels[:, 1:] != -100)  # position t predicts labels[t + 1]
-    picked = full[rows, cols]
-    log_probs = picked - picked.max(-1, keepdims=True)
-    log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
-    want = -np.mean(log_probs[np.arange(len(rows)), labels[rows, cols + 1]])
-    assert float(out.loss) == pytest.approx(want, rel=1e-5)
+    full = logits_of(tiny_model, ids, tiny_pixels[:2])
+    assert float(out.loss) == pytest.approx(reference_loss(full, labels), rel=1e-5)
 
-    both = tiny_model(
-        paddle.to_tensor(ids),
-        images=paddle.to_tensor(tiny_pixels[:2]),
-        labels=paddle.to_tensor(labels),
-        return_logits=True,
-        use_cache=False,
-        return_dict=True,
-    )
+    both = labelled_forward(tiny_model, ids, labels, tiny_pixels[:2], return_logits=True)
     np.testing.assert_allclose(both.logits.numpy(), full, rtol=1e-5, atol=1e-5)
 
 
@@ -165,8 +170,11 @@ def test_loss_without_labelled_positions_is_zero(tiny_model):
 
 
 def test_tuple_output_for_the_trainer(tiny_model):
-    (loss,) = tiny_model(paddle.to_tensor([[5, 6, 7]]), labels=paddle.to_tensor([[5, 6, 7]]), use_cache=False)
+    """Without return_dict the trainer gets ``(loss,)``: a scalar, the same mean next-token loss."""
+    ids = labels = [[5, 6, 7, 8]]
+    (loss,) = tiny_model(paddle.to_tensor(ids), labels=paddle.to_tensor(labels), use_cache=False)
     assert loss.shape == []
+    assert float(loss) == pytest.approx(reference_loss(logits_of(tiny_model, ids), labels), rel=1e-5)
 
 
 # ---- padding and batching ----

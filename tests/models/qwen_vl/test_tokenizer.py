@@ -10,7 +10,7 @@ from paddlemix.bird.image_tag import image_prefix
 from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer, default_vocab_file
 from paddlemix.processors.chat_template import render_chatml
 
-# Qwen's published pre-tokenisation regex and Qwen-VL's special-token ids (DESIGN.md §5).
+# Qwen's published pre-tokenisation regex and Qwen-VL's special-token ids (docs/ARCHITECTURE.md, "Special tokens").
 QWEN_PATTERN = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )

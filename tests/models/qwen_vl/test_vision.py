@@ -3,7 +3,7 @@
 import numpy as np
 import paddle
 import pytest
-from qwen_vl_reference import bicubic_resize, resampler, sincos_2d, vision_tower
+from tests.models.qwen_vl.qwen_vl_reference import bicubic_resize, resampler, sincos_2d, vision_tower
 
 from paddlemix.models.qwen_vl.vision import resize_pos_embed, sincos_pos_embed_2d
 
@@ -64,7 +64,7 @@ def test_tower_rejects_non_square_pixels(tiny_model):
 def _attention_weights(pool, x):
     """The resampler's attention [N, heads, Q, L] for features x [N, L, kv_dim], computed in numpy
     from the module's parameters (the published resampler's equations)."""
-    from qwen_vl_reference import layer_norm, resize_table, softmax
+    from tests.models.qwen_vl.qwen_vl_reference import layer_norm, resize_table, softmax
 
     sd = {name: p.numpy().astype(np.float64) for name, p in pool.named_parameters()}
     e, heads = pool.attn.embed_dim, pool.attn.num_heads
