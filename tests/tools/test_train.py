@@ -101,16 +101,17 @@ def two_rank_run(demo_data, tmp_path_factory):
 def expected_padding(demo_data, world_size):
     """Padding fraction of each of the first STEPS global batches, counted over all ranks' batches."""
     from paddlemix.datasets.sft import length_grouped_batches, padding_fraction
-    from paddlemix.models.qwen_vl import QWenVLConfig
+    from paddlemix.models.qwen_vl import get_preset
 
-    lengths = sample_lengths(demo_data, QWenVLConfig.from_preset("tiny").image_span)
+    lengths = sample_lengths(demo_data, get_preset("tiny").image_span)
     per_rank = [length_grouped_batches(lengths, BATCH, world_size, r, SEED, 0) for r in range(world_size)]
     return [padding_fraction([batches[k] for batches in per_rank], lengths) for k in range(STEPS)]
 
 
 def test_two_cpu_processes_train_and_the_checkpoint_generates(two_rank_run, demo_data, tmp_path):
     from paddlemix.datasets.medgrit import load_medgrit
-    from paddlemix.tools.infer import load_model, run_inference
+    from paddlemix.models.qwen_vl.builder import load_model
+    from paddlemix.tools.infer import run_inference
 
     for rank in (0, 1):
         with open(os.path.join(two_rank_run["log_dir"], f"workerlog.{rank}")) as f:

@@ -10,7 +10,8 @@ from typing import List, Optional, Sequence, Tuple
 from paddlemix.processors.chat_template import DEFAULT_SYSTEM, with_image
 from paddlemix.processors.conversation import encode_prompt
 
-from .modeling import QWenVLForCausalLM, generate_batch
+from .generation import generate_batch
+from .modeling import QWenVLForCausalLM
 
 __all__ = ["chat"]
 
