@@ -115,7 +115,7 @@ def main(argv=None) -> int:
 
     from paddlemix.datasets.medgrit import load_medgrit
     from paddlemix.datasets.sft import SFTDataset
-    from paddlemix.models.qwen_vl import QWenVLConfig, QWenVLForCausalLM
+    from paddlemix.models.qwen_vl import QWenVLForCausalLM, get_preset
     from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer
     from paddlemix.processors.image_processing import QWenVLImageProcessor
 
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as workdir:
         train_json, image_root = prepare_data(args, workdir)
         records, _ = load_medgrit(train_json, image_root)
-        tiny = QWenVLConfig.from_preset("tiny")
+        tiny = get_preset("tiny")
         spans = {"Qwen-VL-Chat (image span 256)": 256, f"tiny (image span {tiny.image_span})": tiny.image_span}
         datasets = {}
         print(f"{len(records)} conversations from {train_json}; per-device batch {args.batch_size}, "

@@ -49,7 +49,7 @@ def paddlenlp_greedy(model, prompts, pixels, new_tokens, use_cache):
 
 
 def timed_generation(model, prompts, pixels, new_tokens, setting):
-    from paddlemix.models.qwen_vl.modeling import generate_batch
+    from paddlemix.models.qwen_vl.generation import generate_batch
 
     start = time.perf_counter()
     if setting == "lean":

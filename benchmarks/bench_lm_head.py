@@ -109,14 +109,15 @@ def demo_batches(args, config, tokenizer, image_processor, count):
 def bench_step(args):
     import paddle
 
-    from paddlemix.models.qwen_vl import QWenVLConfig, QWenVLForCausalLM, freeze_vision, modeling
+    from paddlemix.models.qwen_vl import QWenVLForCausalLM, get_preset, modeling
+    from paddlemix.tools.supervised_finetune import freeze_vision
     from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer
     from paddlemix.processors.image_processing import QWenVLImageProcessor
 
     with open(CONFIG) as f:
         config = json.load(f)
     paddle.seed(config["seed"])
-    model_config = QWenVLConfig.from_preset(config["model_preset"])
+    model_config = get_preset(config["model_preset"])
     model = QWenVLForCausalLM(model_config)
     if config["freeze_vision"]:
         freeze_vision(model, train_resampler=config["train_resampler"])

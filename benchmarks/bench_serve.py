@@ -36,11 +36,11 @@ PHRASES = ("liver", "brain", "nucleus", "skull", "left kidney", "white matter", 
 def untrained_demo_checkpoint(path: str) -> str:
     import paddle
 
-    from paddlemix.models.qwen_vl import QWenVLConfig, QWenVLForCausalLM
+    from paddlemix.models.qwen_vl import QWenVLForCausalLM, get_preset
     from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer
 
     paddle.seed(0)
-    config = QWenVLConfig.from_preset("demo")
+    config = get_preset("demo")
     QWenVLForCausalLM(config).save_pretrained(path)
     QWenVLTokenizer(image_span=config.image_span).save_pretrained(path)
     return path
@@ -102,7 +102,7 @@ def engine_ceiling(checkpoint: str, bodies, rounds: int):
     the most batching can give the server."""
     from paddlemix.serving.chat_request import Limits, parse_chat_request
     from paddlemix.serving.engine import ChatEngine
-    from paddlemix.tools.infer import load_model
+    from paddlemix.models.qwen_vl.builder import load_model
 
     engine = ChatEngine(*load_model(checkpoint))
     jobs = [engine.prepare(parse_chat_request(json.dumps(b).encode(), Limits())) for b in bodies[:8]]

@@ -39,14 +39,15 @@ def run_setting(setting: str, images, steps: int, batch_size: int, lr: float, se
     import paddle
 
     from paddlemix.datasets.sft import collate_sft
-    from paddlemix.models.qwen_vl import QWenVLConfig, QWenVLForCausalLM, freeze_vision
+    from paddlemix.models.qwen_vl import QWenVLForCausalLM, get_preset
     from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer
     from paddlemix.processors.conversation import encode_conversation
     from paddlemix.processors.image_processing import QWenVLImageProcessor
+    from paddlemix.tools.supervised_finetune import freeze_vision
 
     paddle.seed(seed)
     rng = random.Random(seed)
-    config = QWenVLConfig.from_preset("demo")
+    config = get_preset("demo")
     model = QWenVLForCausalLM(config)
     freeze_vision(model, train_resampler=False)
     tokenizer = QWenVLTokenizer(image_span=config.image_span)

@@ -41,12 +41,12 @@ def main(argv=None):
     import paddle
     import paddle.nn.functional as F
 
-    from paddlemix.models.qwen_vl import QWenVLConfig, QWenVLForCausalLM
+    from paddlemix.models.qwen_vl import QWenVLForCausalLM, get_preset
     from paddlemix.models.qwen_vl.vision import resize_pos_embed
     from paddlemix.processors.image_processing import QWenVLImageProcessor
 
     paddle.seed(args.seed)  # the same construction as training's random start
-    config = QWenVLConfig.from_preset(args.preset)
+    config = get_preset(args.preset)
     visual = QWenVLForCausalLM(config).transformer.visual
     visual.eval()
     if args.spatial_init is not None:

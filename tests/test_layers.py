@@ -24,9 +24,6 @@ FRAMEWORKS = ("paddle", "paddlenlp")
 # Edges the package has today that the issue-14 reshaping removes. strict: once an edge is gone
 # its case passes, and the strict xfail fails until its line here is deleted.
 KNOWN = [
-    ("paddlemix.tools.answer_loss", "paddlemix.tools.infer"),
-    ("paddlemix.tools.init_checkpoint", "paddlemix.tools.supervised_finetune"),
-    ("paddlemix.tools.serve", "paddlemix.tools.infer"),
 ]
 
 # Command lines outside tools/ that issue 14 moves there (a "def main" or a __main__ block).

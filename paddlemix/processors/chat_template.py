@@ -20,8 +20,8 @@ role headers, the system prompt and the user turns are context.
 
 from typing import List, Optional, Sequence, Tuple
 
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
+from .special_tokens import IM_END, IM_START
+
 DEFAULT_SYSTEM = "You are a helpful assistant."
 
 Turn = Tuple[str, Optional[str]]
@@ -39,23 +39,33 @@ def render_segments(turns: Sequence[Turn], system: str = DEFAULT_SYSTEM) -> List
     ``make_context`` and fine-tuning script do (content that starts with a newline does not merge
     with the header's).
     """
+    system_segments, turn_segments = render_turns(turns, system)
+    return system_segments + [segment for segments in turn_segments for segment in segments]
+
+
+def render_turns(turns: Sequence[Turn], system: str = DEFAULT_SYSTEM) -> Tuple[List[Segment], List[List[Segment]]]:
+    """:func:`render_segments` grouped: ``(system prompt's segments, each turn's segments)``, so a
+    caller can cut a conversation after any whole turn. A turn is its user message and the
+    assistant header, then (when answered) the answer with its ``<|im_end|>`` and the newline after it."""
     if not turns:
         raise ValueError("a conversation needs at least one turn")
 
     def message(role: str, content: str) -> List[Piece]:
         return [(IM_START, True), (role, False), ("\n", False), (content, False), (IM_END, True)]
 
-    segments: List[Segment] = [(message("system", system) + [("\n", False)], False)]
+    system_segments: List[Segment] = [(message("system", system) + [("\n", False)], False)]
+    turn_segments: List[List[Segment]] = []
     for i, (user, assistant) in enumerate(turns):
         header = [(IM_START, True), ("assistant", False), ("\n", False)]
-        segments.append((message("user", user) + [("\n", False)] + header, False))
+        segments: List[Segment] = [(message("user", user) + [("\n", False)] + header, False)]
         if assistant is None:
             if i != len(turns) - 1:
                 raise ValueError(f"turn {i}: only the last turn may lack an answer")
-            break
-        segments.append(([(assistant, False), (IM_END, True)], True))
-        segments.append(([("\n", False)], False))
-    return segments
+        else:
+            segments.append(([(assistant, False), (IM_END, True)], True))
+            segments.append(([("\n", False)], False))
+        turn_segments.append(segments)
+    return system_segments, turn_segments
 
 
 def segment_text(pieces: Sequence[Piece]) -> str:

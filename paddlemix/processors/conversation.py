@@ -15,7 +15,7 @@ first turn alone does not fit has nothing left to train and raises :class:`Sampl
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
-from .chat_template import DEFAULT_SYSTEM, render_segments
+from .chat_template import DEFAULT_SYSTEM, render_segments, render_turns
 
 IGNORE_INDEX = -100
 
@@ -37,11 +37,10 @@ class EncodedConversation:
         return sum(1 for t in self.labels if t != IGNORE_INDEX)
 
 
-def _encode_segments(tokenizer, segments) -> Tuple[List[int], List[int], List[int]]:
-    """Ids, labels and the index where each segment ends."""
+def _encode_segments(tokenizer, segments) -> Tuple[List[int], List[int]]:
+    """Ids and labels of ``segments``, concatenated."""
     ids: List[int] = []
     labels: List[int] = []
-    ends: List[int] = []
     for pieces, trained in segments:
         seg = []
         for text, is_control in pieces:
@@ -49,8 +48,7 @@ def _encode_segments(tokenizer, segments) -> Tuple[List[int], List[int], List[in
             seg.extend([tokenizer.convert_tokens_to_ids(text)] if is_control else tokenizer.encode_content(text))
         ids.extend(seg)
         labels.extend(seg if trained else [IGNORE_INDEX] * len(seg))
-        ends.append(len(ids))
-    return ids, labels, ends
+    return ids, labels
 
 
 def encode_conversation(
@@ -60,24 +58,20 @@ def encode_conversation(
     system: str = DEFAULT_SYSTEM,
 ) -> EncodedConversation:
     """Token ids and labels of a conversation (see the module doc for the truncation rule)."""
-    segments = render_segments(turns, system)
-    ids, labels, ends = _encode_segments(tokenizer, segments)
+    system_segments, turn_segments = render_turns(turns, system)
+    ids, labels = _encode_segments(tokenizer, system_segments)
+    turn_ends = []  # where each turn's ids end
+    for segments in turn_segments:
+        turn_ids, turn_labels = _encode_segments(tokenizer, segments)
+        ids.extend(turn_ids)
+        labels.extend(turn_labels)
+        turn_ends.append(len(ids))
     n_turns = len(turns)
     if max_length is not None and len(ids) > max_length:
-        # Segment layout: [system] then per answered turn [user+header, answer, "\n"].
-        kept = 0
-        for t in range(n_turns):
-            turn_end = ends[min(3 * t + 3, len(ends) - 1)] if turns[t][1] is not None else ends[-1]
-            if turn_end > max_length:
-                break
-            kept = t + 1
-        if kept == 0:
-            raise SampleTooLong(
-                f"first turn needs {ends[min(3, len(ends) - 1)]} tokens but max_length is {max_length}"
-            )
-        cut = ends[3 * kept] if 3 * kept < len(ends) else ends[-1]
-        ids, labels = ids[:cut], labels[:cut]
-        n_turns = kept
+        n_turns = sum(1 for end in turn_ends if end <= max_length)  # the ends only grow
+        if n_turns == 0:
+            raise SampleTooLong(f"first turn needs {turn_ends[0]} tokens but max_length is {max_length}")
+        ids, labels = ids[: turn_ends[n_turns - 1]], labels[: turn_ends[n_turns - 1]]
     return EncodedConversation(
         input_ids=ids,
         labels=labels,
@@ -94,5 +88,5 @@ def encode_prompt(
     system: str = DEFAULT_SYSTEM,
 ) -> List[int]:
     """Ids of an inference prompt: ``history``, then ``question`` and an open assistant turn."""
-    ids, _, _ = _encode_segments(tokenizer, render_segments(list(history) + [(question, None)], system))
+    ids, _ = _encode_segments(tokenizer, render_segments(list(history) + [(question, None)], system))
     return ids

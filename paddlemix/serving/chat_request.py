@@ -21,8 +21,8 @@ from typing import Dict, List, Optional, Tuple
 from PIL import Image, UnidentifiedImageError
 
 from paddlemix.bird.image_tag import image_prefix
-from paddlemix.models.qwen_vl.tokenizer import MARKUP_TOKENS, SPECIAL_TOKENS
 from paddlemix.processors.chat_template import DEFAULT_SYSTEM
+from paddlemix.processors.special_tokens import MARKUP_TOKENS, SPECIAL_TOKENS
 
 # Control tokens and image tags; <ref>, <box> and <quad> are legitimate question text.
 FORBIDDEN_STRINGS = tuple(t for t in SPECIAL_TOKENS if t not in MARKUP_TOKENS)

@@ -2,7 +2,7 @@
 
 Requests are queued; one worker thread takes the first, waits up to ``window_s`` for more (up to
 ``max_batch``), and answers each group of requests with equal sampling settings in one left-padded
-:func:`~paddlemix.models.qwen_vl.generate_batch` call. A batch whose first request queued while the
+:func:`~paddlemix.models.qwen_vl.generation.generate_batch` call. A batch whose first request queued while the
 previous batch ran waits up to ``regroup_s`` instead: it serves other clients than the previous
 batch did, and those are about to send again, so waiting lets clients that wait for their answers
 merge into full batches instead of settling into two alternating half batches. While requests are
@@ -25,9 +25,9 @@ import numpy as np
 import paddle
 
 from paddlemix.bird.boxes import corner_pair_spans
-from paddlemix.models.qwen_vl import generate_batch, left_padded_batch
-from paddlemix.models.qwen_vl.tokenizer import MARKUP_TOKENS
+from paddlemix.models.qwen_vl.generation import generate_batch, left_padded_batch
 from paddlemix.processors.conversation import encode_prompt
+from paddlemix.processors.special_tokens import MARKUP_TOKENS
 
 from .answer_boxes import answer_boxes
 from .chat_request import ChatRequest, RequestError

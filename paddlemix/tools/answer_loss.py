@@ -24,7 +24,8 @@ import json
 import sys
 from typing import Dict, List, Sequence
 
-MARKUP = {"<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>"}
+from paddlemix.processors.special_tokens import IM_END, MARKUP_TOKENS, REF_START
+
 PLACES = {0: "digit 1s", 1: "digit 10s", 2: "digit 100s"}
 KINDS = ("markup", "name", "digit 100s", "digit 10s", "digit 1s", "digit 1000s+", "end", "text")
 
@@ -34,10 +35,10 @@ def token_kinds(pieces: Sequence[str]) -> List[str]:
     kinds = []
     in_name = False
     for i, piece in enumerate(pieces):
-        if piece in MARKUP:
+        if piece in MARKUP_TOKENS:
             kinds.append("markup")
-            in_name = piece == "<ref>"
-        elif piece == "<|im_end|>":
+            in_name = piece == REF_START
+        elif piece == IM_END:
             kinds.append("end")
         elif in_name:
             kinds.append("name")
@@ -52,7 +53,7 @@ def token_kinds(pieces: Sequence[str]) -> List[str]:
     return kinds
 
 
-def score_records(model, tokenizer, image_processor, records: Sequence[dict], max_length: int,
+def loss_by_kind(model, tokenizer, image_processor, records: Sequence[dict], max_length: int,
                   show_progress: bool = True) -> Dict[str, dict]:
     """``{kind: {"tokens", "nll", "top1"}}`` summed over ``records`` plus ``"all"``."""
     import numpy as np
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from paddlemix.datasets.medgrit import load_medgrit
-    from paddlemix.tools.infer import load_model
+    from paddlemix.models.qwen_vl.builder import load_model
 
     records, _ = load_medgrit([args.json_path], args.image_root, strict=True)
     chosen = [r for r in records if (args.task is None or r["task"] == args.task.upper())
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
         print(f"error: no records in {args.json_path} with task={args.task} modality={args.modality}", file=sys.stderr)
         return 2
     model, tokenizer, image_processor = load_model(args.checkpoint)
-    table = score_records(model, tokenizer, image_processor, chosen, args.max_length, not args.no_progress)
+    table = loss_by_kind(model, tokenizer, image_processor, chosen, args.max_length, not args.no_progress)
     print(f"{len(chosen)} records of {args.json_path} (task {args.task or 'any'}, modality {args.modality or 'any'}), "
           f"teacher-forced, checkpoint {args.checkpoint}")
     print(format_table(table))

@@ -105,25 +105,6 @@ def query_phrase(query: dict) -> str:
     return phrase
 
 
-def load_model(checkpoint: str, dtype: Optional[str] = None):
-    """Model, tokenizer and image processor from a checkpoint directory written by training."""
-    from paddlemix.models.qwen_vl import QWenVLForCausalLM
-    from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer
-    from paddlemix.processors.image_processing import QWenVLImageProcessor
-
-    if not os.path.isdir(checkpoint):
-        raise FileNotFoundError(f"checkpoint directory {checkpoint} not found")
-    kwargs = {"dtype": dtype} if dtype else {}
-    model = QWenVLForCausalLM.from_pretrained(checkpoint, **kwargs)
-    model.eval()
-    if os.path.isfile(os.path.join(checkpoint, "tokenizer_config.json")):
-        tokenizer = QWenVLTokenizer.from_pretrained(checkpoint)
-    else:
-        tokenizer = QWenVLTokenizer(image_span=model.config.image_span)
-    image_processor = QWenVLImageProcessor.from_config(model.config)
-    return model, tokenizer, image_processor
-
-
 def run_inference(
     model,
     tokenizer,
@@ -145,7 +126,7 @@ def run_inference(
     returns them after checking the file is this job's; None resumes whatever complete lines are there."""
     from tqdm import tqdm
 
-    from paddlemix.models.qwen_vl import generate_batch
+    from paddlemix.models.qwen_vl.generation import generate_batch
 
     if done is None:
         done = open_resumable(output_file)
@@ -260,6 +241,8 @@ def main(argv=None) -> int:
     if not records:
         print(f"no records to answer in {args.json_path}: wrote an empty {args.output_file}")
         return 0
+    from paddlemix.models.qwen_vl.builder import load_model
+
     model, tokenizer, image_processor = load_model(args.checkpoint, args.dtype)
     extra = {k: v for k, v in (("top_p", args.top_p), ("temperature", args.temperature)) if v is not None}
     n = run_inference(

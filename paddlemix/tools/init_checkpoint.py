@@ -3,9 +3,9 @@
     python -m paddlemix.tools.init_checkpoint --preset tiny --seed 42 [--resampler_init spatial] --output_dir DIR
 
 The weights are exactly those ``supervised_finetune`` builds for ``model_preset`` with the same
-``seed`` and ``resampler_init`` (the same construction code runs), so scoring this checkpoint shows what training added.
-The tokenizer files are written next to the weights, so ``infer.py`` and ``load_model`` read the
-directory like any trained checkpoint.
+``seed`` and ``resampler_init`` (both call :func:`paddlemix.models.qwen_vl.builder.build_model`), so
+scoring this checkpoint shows what training added. The tokenizer files are written next to the
+weights, so ``infer.py`` and ``load_model`` read the directory like any trained checkpoint.
 """
 
 import argparse
@@ -16,16 +16,12 @@ import sys
 def init_checkpoint(preset: str, seed: int, output_dir: str, resampler_init: str = "random") -> str:
     """Build ``preset`` with ``seed`` and ``resampler_init`` as training does, save model and tokenizer
     to ``output_dir``."""
-    from paddlenlp.trainer import TrainingArguments
+    from paddlemix.models.qwen_vl.builder import build_model, load_tokenizer
 
-    from paddlemix.tools.supervised_finetune import ModelArguments, build_model, build_tokenizer
-
-    model_args = ModelArguments(model_preset=preset, resampler_init=resampler_init, freeze_vision=False)
-    training_args = TrainingArguments(output_dir=output_dir, seed=seed)
-    model = build_model(model_args, training_args)
+    model = build_model(preset=preset, seed=seed, resampler_init=resampler_init)
     os.makedirs(output_dir, exist_ok=True)
     model.save_pretrained(output_dir)
-    build_tokenizer(model_args, model.config).save_pretrained(output_dir)
+    load_tokenizer(None, model.config.image_span).save_pretrained(output_dir)
     return output_dir
 
 

@@ -11,7 +11,7 @@ for a randomly initialised preset. ``--base_model`` overrides it, e.g. after mov
 Each adapted linear layer ``y = x W + (x A B) * scaling`` becomes ``W' = W + A B * scaling`` (added in
 float32, stored in the base dtype). The result has the base model's config, the merged weights and
 the run's tokenizer files, and loads with ``QWenVLForCausalLM.from_pretrained`` and
-``paddlemix.tools.infer.load_model``.
+``paddlemix.models.qwen_vl.builder.load_model``.
 """
 
 import argparse
@@ -89,8 +89,7 @@ def merge_lora(lora_dir: str, output_dir: str, base_model: Optional[str] = None,
     import paddle
     from paddlenlp.peft import LoRAConfig
 
-    from paddlemix.models.qwen_vl import QWenVLForCausalLM
-    from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer
+    from paddlemix.models.qwen_vl.builder import build_model, load_tokenizer
 
     for name in (LORA_CONFIG_NAME, LORA_WEIGHTS_NAME):
         if not os.path.isfile(os.path.join(lora_dir, name)):
@@ -112,17 +111,12 @@ def merge_lora(lora_dir: str, output_dir: str, base_model: Optional[str] = None,
         )
     dtype = dtype or lora_config.dtype or "float32"
 
-    model = QWenVLForCausalLM.from_pretrained(base_model, dtype=dtype)
+    model = build_model(checkpoint=base_model, dtype=dtype)
     lora_state = paddle.load(os.path.join(lora_dir, LORA_WEIGHTS_NAME))
     merged = merge_lora_weights(model, lora_state, lora_config)
     model.save_pretrained(output_dir)
     # The run's tokenizer files, else the base model's, else the built-in Qwen vocabulary.
-    source = next((d for d in (lora_dir, base_model) if os.path.isfile(os.path.join(d, "tokenizer_config.json"))), None)
-    if source:
-        tokenizer = QWenVLTokenizer.from_pretrained(source)
-    else:
-        tokenizer = QWenVLTokenizer(image_span=model.config.image_span)
-    tokenizer.save_pretrained(output_dir)
+    load_tokenizer([lora_dir, base_model], model.config.image_span).save_pretrained(output_dir)
     print(f"merged {len(merged)} LoRA layers of {lora_dir} into {base_model} -> {output_dir} ({dtype})")
     return output_dir
 

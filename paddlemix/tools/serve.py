@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     from paddlemix.serving.app import build_app
     from paddlemix.serving.chat_request import Limits
     from paddlemix.serving.engine import ChatEngine
-    from paddlemix.tools.infer import load_model
+    from paddlemix.models.qwen_vl.builder import load_model
 
     if args.image_root is not None and not os.path.isdir(args.image_root):
         print(f"error: --image_root {args.image_root} is not a directory", file=sys.stderr)

@@ -21,7 +21,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if ROOT not in sys.path:  # run as a script by train.sh
@@ -33,6 +33,7 @@ from paddlenlp.utils.log import logger  # noqa: E402
 
 from paddlemix.datasets.medgrit import load_medgrit  # noqa: E402
 from paddlemix.datasets.sft import LengthGroupedBatchSampler, SFTCollator, SFTDataset  # noqa: E402
+from paddlemix.models.qwen_vl.builder import build_model, check_source, load_config, load_tokenizer  # noqa: E402
 
 MAX_LOGGED_SKIPS = 20  # skipped records named one per log line; the rest are counted
 # Qwen-VL's fine-tuning recipe puts LoRA on the LLM's attention and MLP projections only.
@@ -42,9 +43,6 @@ LORA_TARGETS = [
     r".*transformer\.h\.\d+\.mlp\.w1",
     r".*transformer\.h\.\d+\.mlp\.w2",
 ]
-
-
-RESAMPLER_INITS = ("random", "spatial")
 
 
 @dataclass
@@ -130,43 +128,33 @@ class BiRDTrainer(Trainer):
         super().log(logs, **kwargs)
 
 
-def check_model_source(model_args: ModelArguments) -> None:
-    if bool(model_args.model_name_or_path) == bool(model_args.model_preset):
-        raise ValueError("set exactly one of model_name_or_path (a checkpoint) or model_preset (random init)")
-    path = model_args.model_name_or_path
-    if path and not os.path.isfile(os.path.join(path, "config.json")):
-        raise FileNotFoundError(f"model_name_or_path {path}: no config.json there (expected a checkpoint directory)")
-    if model_args.resampler_init not in RESAMPLER_INITS:
-        raise ValueError(f"resampler_init must be one of {', '.join(RESAMPLER_INITS)}, got {model_args.resampler_init!r}")
-    if model_args.resampler_init != "random" and not model_args.model_preset:
-        raise ValueError(
-            f"resampler_init {model_args.resampler_init!r} initialises a model_preset; {path} keeps its own weights"
-        )
+def freeze_vision(model, train_resampler: bool = True) -> List[str]:
+    """Freeze the vision tower as Qwen-VL's fine-tuning recipe (``fix_vit``) does: every vision
+    parameter is frozen, then the whole resampler (``attn_pool``) is made trainable again if
+    ``train_resampler``. Upstream re-enables the module as a whole, which includes its sin-cos
+    ``pos_embed`` table, so it trains too; ``ln_post`` and ``proj`` sit outside ``attn_pool`` and
+    stay frozen. Returns the names of the vision parameters left trainable."""
+    trainable = []
+    for name, param in model.transformer.visual.named_parameters():
+        train = train_resampler and name.startswith("attn_pool.")
+        param.stop_gradient = not train
+        if train:
+            trainable.append(name)
+    return trainable
 
 
-def load_config(model_args: ModelArguments):
-    """The model's configuration alone (no weights): enough to encode the data before the model is built."""
-    from paddlemix.models.qwen_vl import QWenVLConfig
-
-    check_model_source(model_args)
-    if model_args.model_preset:
-        return QWenVLConfig.from_preset(model_args.model_preset)
-    return QWenVLConfig.from_pretrained(model_args.model_name_or_path)
-
-
-def build_model(model_args: ModelArguments, training_args: TrainingArguments):
-    from paddlemix.models.qwen_vl import QWenVLConfig, QWenVLForCausalLM, freeze_vision
-
-    check_model_source(model_args)
+def build_training_model(model_args: ModelArguments, training_args: TrainingArguments):
+    """The model this run trains: the preset or checkpoint of ``model_args`` (built in the one
+    library home, :func:`paddlemix.models.qwen_vl.builder.build_model`), with the vision tower frozen
+    and LoRA adapters added as the arguments ask."""
     dtype = "bfloat16" if training_args.bf16 else ("float16" if training_args.fp16 else "float32")
-    if model_args.model_preset:
-        paddle.seed(training_args.seed)
-        model = QWenVLForCausalLM(QWenVLConfig.from_preset(model_args.model_preset))
-        if model_args.resampler_init == "spatial":
-            model.transformer.visual.attn_pool.init_spatial()
-    else:
-        # Load in the training dtype: a 7B model read as float32 first would need ~38 GB.
-        model = QWenVLForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype)
+    model = build_model(
+        preset=model_args.model_preset,
+        checkpoint=model_args.model_name_or_path,
+        seed=training_args.seed,
+        resampler_init=model_args.resampler_init,
+        dtype=dtype,
+    )
     if model_args.freeze_vision:
         freeze_vision(model, train_resampler=model_args.train_resampler)
     if model_args.lora:
@@ -199,15 +187,6 @@ def save_lora_base(model, output_dir: str, should_save: bool = True) -> str:
         logger.info(f"saved the preset's base weights for merging LoRA adapters to {base_dir}")
     model.lora_config.base_model_name_or_path = base_dir
     return base_dir
-
-
-def build_tokenizer(model_args: ModelArguments, config):
-    from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer
-
-    source = model_args.model_name_or_path
-    if source and os.path.isfile(os.path.join(source, "tokenizer_config.json")):
-        return QWenVLTokenizer.from_pretrained(source)
-    return QWenVLTokenizer(image_span=config.image_span)
 
 
 def count_parameters(model) -> str:
@@ -257,7 +236,7 @@ def load_training_data(model_args: ModelArguments, data_args: DataArguments, con
     logger.info(report.format())
     if not records:
         raise ValueError(f"no usable training records in {data_args.train_json} ({report.read} read, all skipped)")
-    tokenizer = build_tokenizer(model_args, config)
+    tokenizer = load_tokenizer(model_args.model_name_or_path, config.image_span)
     from paddlemix.processors.image_processing import QWenVLImageProcessor
 
     image_processor = QWenVLImageProcessor.from_config(config)
@@ -331,10 +310,13 @@ def main(argv=None):
             logger.info(f"resuming from the latest complete checkpoint in output_dir: {resume}")
 
     paddle.set_device(training_args.device if training_args.device else "cpu")
+    # A wrong model source fails here, before the data is read.
+    check_source(model_args.model_preset, model_args.model_name_or_path, model_args.resampler_init)
+    config = load_config(model_args.model_preset, model_args.model_name_or_path)
     dataset, tokenizer, _ = load_training_data(
-        model_args, data_args, load_config(model_args), show_progress=training_args.local_rank <= 0
+        model_args, data_args, config, show_progress=training_args.local_rank <= 0
     )
-    model = build_model(model_args, training_args)
+    model = build_training_model(model_args, training_args)
     if model_args.lora and model_args.model_preset:
         save_lora_base(model, training_args.output_dir, training_args.should_save)
     logger.info(count_parameters(model))

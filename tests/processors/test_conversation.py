@@ -77,3 +77,13 @@ def test_prompt_is_the_training_context(tok):
     first_label = next(i for i, t in enumerate(train.labels) if t != IGNORE)
     assert train.input_ids[:first_label] == prompt
     assert tok.decode(prompt).endswith("<|im_start|>assistant\n")
+
+
+def test_an_open_last_turn_is_cut_as_a_whole(tok):
+    one_ids, one_labels = hand_rendered(tok, TURNS[:1])
+    turns = TURNS[:1] + [("And the spleen?", None)]
+    enc = encode_conversation(tok, turns, max_length=len(one_ids) + 5)  # the open turn needs more than 5
+    assert (enc.input_ids, enc.labels) == (one_ids, one_labels)
+    assert (enc.n_turns, enc.n_turns_dropped) == (1, 1)
+    open_turn = tok("<|im_start|>user\nAnd the spleen?<|im_end|>\n<|im_start|>assistant\n")["input_ids"]
+    assert encode_conversation(tok, turns).input_ids == one_ids + open_turn

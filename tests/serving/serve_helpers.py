@@ -19,9 +19,9 @@ SCRIPTED_LOGIT = 12.0  # the logit of the scripted next token; every other logit
 
 
 def tiny_config():
-    from paddlemix.models.qwen_vl import QWenVLConfig
+    from paddlemix.models.qwen_vl import get_preset
 
-    return QWenVLConfig.from_preset("tiny", num_hidden_layers=1, visual={"layers": 1, "image_size": 56, "n_queries": 49})
+    return get_preset("tiny", num_hidden_layers=1, visual={"layers": 1, "image_size": 56, "n_queries": 49})
 
 
 def save_checkpoint(model, tokenizer, path):

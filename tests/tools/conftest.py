@@ -25,9 +25,9 @@ def tiny_base(tmp_path_factory):
     """A seeded random tiny Qwen-VL saved as a checkpoint, for runs that start from ``model_name_or_path``."""
     import paddle
 
-    from paddlemix.models.qwen_vl import QWenVLConfig, QWenVLForCausalLM
+    from paddlemix.models.qwen_vl import QWenVLForCausalLM, get_preset
 
     path = tmp_path_factory.mktemp("tiny_base")
     paddle.seed(7)
-    QWenVLForCausalLM(QWenVLConfig.from_preset("tiny")).save_pretrained(str(path))
+    QWenVLForCausalLM(get_preset("tiny")).save_pretrained(str(path))
     return str(path)

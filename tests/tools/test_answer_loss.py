@@ -35,7 +35,7 @@ def test_kinds_add_up_to_the_models_own_loss(scored, demo_data, tiny_base):
 
     from paddlemix.datasets.medgrit import load_medgrit
     from paddlemix.processors.conversation import encode_conversation
-    from paddlemix.tools.infer import load_model
+    from paddlemix.models.qwen_vl.builder import load_model
 
     kinds = scored["kinds"]
     parts = [v for k, v in kinds.items() if k != "all"]

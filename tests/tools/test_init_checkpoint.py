@@ -46,7 +46,7 @@ def test_other_seed_other_weights(init_dir, tmp_path):
 
 
 def test_loads_for_inference(init_dir):
-    from paddlemix.tools.infer import load_model
+    from paddlemix.models.qwen_vl.builder import load_model
 
     model, tokenizer, _ = load_model(init_dir)
     assert model.config.image_span == tokenizer.image_span == 64
@@ -60,7 +60,7 @@ def test_unknown_preset_is_refused(tmp_path, capsys):
 
 
 def test_demo_preset_keeps_the_real_vocabulary(tmp_path):
-    from paddlemix.tools.infer import load_model
+    from paddlemix.models.qwen_vl.builder import load_model
 
     assert main(["--preset", "demo", "--seed", str(SEED), "--output_dir", str(tmp_path)]) == 0
     model, tokenizer, _ = load_model(str(tmp_path))
@@ -90,10 +90,12 @@ def test_spatial_resampler_init_changes_only_the_resampler_queries_and_keys(init
 def test_spatial_resampler_init_refuses_a_checkpoint(init_dir):
     from paddlenlp.trainer import TrainingArguments
 
-    from paddlemix.tools.supervised_finetune import ModelArguments, build_model
+    from paddlemix.tools.supervised_finetune import ModelArguments, build_training_model
 
     args = ModelArguments(model_name_or_path=init_dir, resampler_init="spatial")
     with pytest.raises(ValueError, match="initialises a model_preset"):
-        build_model(args, TrainingArguments(output_dir=init_dir))
+        build_training_model(args, TrainingArguments(output_dir=init_dir))
     with pytest.raises(ValueError, match="resampler_init must be one of random, spatial"):
-        build_model(ModelArguments(model_preset="tiny", resampler_init="grid"), TrainingArguments(output_dir=init_dir))
+        build_training_model(
+            ModelArguments(model_preset="tiny", resampler_init="grid"), TrainingArguments(output_dir=init_dir)
+        )

@@ -71,7 +71,7 @@ def logits_of(model, batch):
 def test_lora_run_saves_adapters_and_the_base_they_were_trained_on(lora_run):
     import paddle
 
-    from paddlemix.models.qwen_vl import QWenVLConfig, QWenVLForCausalLM
+    from paddlemix.models.qwen_vl import QWenVLForCausalLM, get_preset
 
     out = lora_run["out"]
     with open(os.path.join(out, "lora_config.json")) as f:
@@ -82,7 +82,7 @@ def test_lora_run_saves_adapters_and_the_base_they_were_trained_on(lora_run):
     assert sorted(adapters) == sorted(f"{n}.lora_{ab}" for n in ADAPTED for ab in "AB")
     # The saved base is exactly the preset the run initialised (same seed, same construction).
     paddle.seed(SEED)
-    fresh = QWenVLForCausalLM(QWenVLConfig.from_preset("tiny")).state_dict()
+    fresh = QWenVLForCausalLM(get_preset("tiny")).state_dict()
     base = load_weights(os.path.join(out, "base_model", "model_state.pdparams"))
     assert sorted(base) == sorted(fresh)
     for name in base:
@@ -112,7 +112,7 @@ def test_merged_checkpoint_matches_the_unmerged_model(lora_run, merged, demo_dat
     from paddlenlp.peft import LoRAConfig, LoRAModel
 
     from paddlemix.models.qwen_vl import QWenVLForCausalLM, generate_batch
-    from paddlemix.tools.infer import load_model
+    from paddlemix.models.qwen_vl.builder import load_model
 
     model, tokenizer, image_processor = load_model(merged)
     batch = sample_batch(demo_data, tokenizer, image_processor)
@@ -183,7 +183,7 @@ def test_lora_config_puts_rank_64_adapters_on_the_llm_projections_only(tiny_base
     from paddlenlp.peft import LoRAModel
     from paddlenlp.peft.lora.lora_layers import LoRALinear
 
-    from paddlemix.tools.supervised_finetune import build_model, parse_arguments
+    from paddlemix.tools.supervised_finetune import build_training_model, parse_arguments
 
     path = os.path.join(ROOT, "paddlemix/config/BiRD/sft_argument_stage2_lora.json")
     model_args, _, args = parse_arguments([path])
@@ -194,7 +194,7 @@ def test_lora_config_puts_rank_64_adapters_on_the_llm_projections_only(tiny_base
     # The same config on the tiny model (float32 on CPU): which layers get adapters.
     model_args, _, args = parse_arguments([path, "--model_name_or_path", tiny_base, "--bf16", "false",
                                            "--output_dir", str(tmp_path)])
-    model = build_model(model_args, args)
+    model = build_training_model(model_args, args)
     assert isinstance(model, LoRAModel)
     layers = dict(model.model.named_sublayers())
     adapted = sorted(n for n, layer in layers.items() if isinstance(layer, LoRALinear))

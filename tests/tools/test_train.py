@@ -106,7 +106,7 @@ def expected_padding(demo_data, world_size):
     which the samples' lengths are real. The trainer counts its attention masks instead; the sampler
     (tested in tests/datasets/test_sft_batches.py) only says which samples share a step."""
     from paddlemix.datasets.sft import length_grouped_batches
-    from paddlemix.models.qwen_vl.configuration import get_preset
+    from paddlemix.models.qwen_vl import get_preset
 
     lengths = sample_lengths(demo_data, get_preset("tiny").image_span)
     per_rank = [length_grouped_batches(lengths, BATCH, world_size, r, SEED, 0) for r in range(world_size)]
@@ -121,7 +121,8 @@ def expected_padding(demo_data, world_size):
 
 def test_two_cpu_processes_train_and_the_checkpoint_generates(two_rank_run, demo_data, tmp_path):
     from paddlemix.datasets.medgrit import load_medgrit
-    from paddlemix.tools.infer import load_model, run_inference
+    from paddlemix.models.qwen_vl.builder import load_model
+    from paddlemix.tools.infer import run_inference
 
     for rank in (0, 1):
         with open(os.path.join(two_rank_run["log_dir"], f"workerlog.{rank}")) as f:

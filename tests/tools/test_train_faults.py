@@ -87,7 +87,7 @@ def test_too_long_records_are_logged_by_id(demo_data, tmp_path, monkeypatch):
 
     from paddlemix.datasets.medgrit import load_medgrit
     from paddlemix.datasets.sft import SFTDataset
-    from paddlemix.models.qwen_vl import QWenVLConfig
+    from paddlemix.models.qwen_vl import get_preset
     from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer
     from paddlemix.tools.supervised_finetune import DataArguments, ModelArguments, load_training_data
 
@@ -97,7 +97,7 @@ def test_too_long_records_are_logged_by_id(demo_data, tmp_path, monkeypatch):
         rec["conversations"] = rec["conversations"][:1]
     single = tmp_path / "train.json"
     single.write_text(json.dumps(raw))
-    config = QWenVLConfig.from_preset("tiny")
+    config = get_preset("tiny")
     records, _ = load_medgrit(str(single), demo_data["images"])
     tokenizer = QWenVLTokenizer(image_span=config.image_span)
     lengths = SFTDataset(records, tokenizer, None, 10**6, show_progress=False).lengths

@@ -11,7 +11,8 @@ from paddlemix.bird.image_tag import with_image
 from paddlemix.processors.chat_template import DEFAULT_SYSTEM
 from paddlemix.processors.conversation import encode_prompt
 
-from .modeling import QWenVLForCausalLM, generate_batch
+from .generation import generate_batch
+from .modeling import QWenVLForCausalLM
 
 __all__ = ["chat"]
 

@@ -14,15 +14,9 @@ from typing import Any, Dict, Optional
 
 from paddlenlp.transformers.qwen.configuration import QWenConfig
 
-__all__ = ["QWenVLConfig", "get_preset", "PRESETS", "ENDOFTEXT_ID", "IM_START_ID", "IM_END_ID", "IMG_START_ID", "CHAT_STOP_IDS"]
+from paddlemix.processors.special_tokens import CHAT_STOP_IDS, ENDOFTEXT_ID, IMG_START_ID
 
-ENDOFTEXT_ID = 151643  # <|endoftext|>, also the padding id
-IM_START_ID = 151644  # <|im_start|>
-IM_END_ID = 151645  # <|im_end|>
-IMG_START_ID = 151857  # <img>; </img> and <imgpad> follow it
-# Where generation stops, as Qwen-VL-Chat's chat(): its stop words <|im_end|> and <|im_start|>
-# (qwen_generation_utils.get_stop_words_ids, "chatml") and its generation_config's eos <|endoftext|>.
-CHAT_STOP_IDS = (IM_END_ID, IM_START_ID, ENDOFTEXT_ID)
+__all__ = ["QWenVLConfig", "get_preset", "PRESETS"]
 
 DEFAULT_VISUAL: Dict[str, Any] = {
     "width": 1664,
@@ -115,10 +109,6 @@ class QWenVLConfig(QWenConfig):
     def resampler_heads(self) -> int:
         # The published resampler uses 128-wide heads (4096 // 128 = 32); a tiny model keeps >= 1 head.
         return max(1, self.visual["output_dim"] // 128)
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides) -> "QWenVLConfig":
-        return get_preset(name, **overrides)
 
 
 # Qwen-VL-Chat as published (config.json of Qwen/Qwen-VL-Chat) and a tiny model of the same

@@ -17,14 +17,16 @@ at positions that carry a label, which is most of a small model's training cost 
 CPU fused with its cross-entropy (linear_cross_entropy.py).
 """
 
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
 import paddle
 from paddlenlp.transformers.model_outputs import CausalLMOutputWithPast
 from paddlenlp.transformers.qwen.modeling import QWenLMHead, QWenModel, QWenPretrainedModel
 
-from .configuration import CHAT_STOP_IDS, QWenVLConfig
+from paddlemix.processors.conversation import IGNORE_INDEX
+
+from .configuration import QWenVLConfig
 from .linear_cross_entropy import linear_cross_entropy
 from .vision import QWenVisionTransformer
 
@@ -35,19 +37,37 @@ __all__ = [
     "image_span_positions",
     "splice_image_features",
     "positions_from_attention_mask",
-    "freeze_vision",
-    "greedy_decode",
-    "left_padded_batch",
-    "generate_batch",
 ]
 
-IGNORE_INDEX = -100
 
-
-def image_span_positions(input_ids: np.ndarray, img_start_id: int, img_end_id: int, span: int) -> np.ndarray:
+def image_span_positions(input_ids, img_start_id: int, img_end_id: int, span: int) -> paddle.Tensor:
     """Flat positions (row * seq_len + column) of every image slot, image by image in row-major
-    order: [n_images, span]. Raises on unpaired tags or a slot that is not exactly ``span`` long."""
-    ids = np.asarray(input_ids)
+    order: [n_images, span] int64. Raises on unpaired tags or a slot that is not exactly ``span`` long.
+
+    Computed with paddle ops on ``input_ids``' device (numpy input is converted): a forward pass
+    reads back the tag counts and one boolean, not the ids; only a bad batch is copied to the host,
+    to name its row."""
+    ids = input_ids if isinstance(input_ids, paddle.Tensor) else paddle.to_tensor(np.asarray(input_ids))
+    seq_len = ids.shape[-1]
+    flat = ids.reshape([-1])
+    starts = paddle.nonzero(flat == img_start_id).reshape([-1])  # [n] flat positions of <img>
+    ends = paddle.nonzero(flat == img_end_id).reshape([-1])  # [m] flat positions of </img>
+    if starts.shape[0] == 0 and ends.shape[0] == 0:
+        return paddle.zeros([0, span], dtype="int64")
+    # Paired k-th with k-th: each pair in one row, exactly ``span`` ids apart, and the next <img>
+    # after this </img>. Together these are the row-by-row rules below.
+    if starts.shape[0] == ends.shape[0] and bool(
+        paddle.all(starts // seq_len == ends // seq_len)
+        & paddle.all(ends - starts - 1 == span)
+        & paddle.all(starts[1:] > ends[:-1])
+    ):
+        return starts.unsqueeze(-1) + 1 + paddle.arange(span, dtype="int64")  # [n, span]
+    return paddle.to_tensor(_checked_slot_positions(ids.numpy(), img_start_id, img_end_id, span))
+
+
+def _checked_slot_positions(ids: np.ndarray, img_start_id: int, img_end_id: int, span: int) -> np.ndarray:
+    """The same positions found row by row on the host, raising with the row and columns of the
+    first bad slot (what :func:`image_span_positions` runs when its device check fails)."""
     batch, seq_len = ids.shape
     slots: List[np.ndarray] = []
     for row in range(batch):
@@ -67,21 +87,22 @@ def image_span_positions(input_ids: np.ndarray, img_start_id: int, img_end_id: i
     return np.stack(slots) if slots else np.zeros([0, span], dtype=np.int64)
 
 
-def splice_image_features(embeds: paddle.Tensor, positions: np.ndarray, features: paddle.Tensor) -> paddle.Tensor:
+def splice_image_features(embeds: paddle.Tensor, positions: paddle.Tensor, features: paddle.Tensor) -> paddle.Tensor:
     """``embeds`` [B, S, H] with rows ``positions`` [n, span] (flat) replaced by ``features`` [n, span, H]."""
     if features.shape[0] != positions.shape[0]:
         raise ValueError(
             f"input_ids contain {positions.shape[0]} image slot(s) but {features.shape[0]} image(s) were given"
         )
     batch, seq_len, hidden = embeds.shape
-    index = paddle.to_tensor(positions.reshape([-1]), dtype="int64")
-    flat = paddle.scatter(embeds.reshape([-1, hidden]), index, features.reshape([-1, hidden]).astype(embeds.dtype))
+    rows = features.reshape([-1, hidden]).astype(embeds.dtype)  # [n * span, H]
+    flat = paddle.scatter(embeds.reshape([-1, hidden]), positions.reshape([-1]), rows)
     return flat.reshape([batch, seq_len, hidden])
 
 
 def positions_from_attention_mask(attention_mask: paddle.Tensor) -> paddle.Tensor:
     """Rotary positions [B, L] that count only attended tokens, so a left-padded sample gets the same
-    positions as when it is alone (padding positions get 0; they are masked anyway)."""
+    positions as when it is alone (padding positions get 0; they are masked anyway). The one source
+    of positions: the model derives them from the mask (all ones without one) when none are given."""
     mask = attention_mask.astype("int64")
     return paddle.clip(paddle.cumsum(mask, axis=-1) - 1, min=0) * mask
 
@@ -123,7 +144,7 @@ class QWenVLModel(QWenVLPretrainedModel, QWenModel):
         """Token embeddings [B, S, H] with every image slot holding its image's features."""
         embeds = self.wte(input_ids)  # [B, S, H]
         cfg = self.config
-        positions = image_span_positions(input_ids.numpy(), cfg.img_start_id, cfg.img_end_id, cfg.image_span)
+        positions = image_span_positions(input_ids, cfg.img_start_id, cfg.img_end_id, cfg.image_span)
         if positions.shape[0] == 0:
             if images is not None and images.shape[0] > 0:
                 raise ValueError(f"{images.shape[0]} image(s) given but input_ids contain no <img>...</img> slot")
@@ -154,11 +175,11 @@ class QWenVLModel(QWenVLPretrainedModel, QWenModel):
         batch, seq_len = inputs_embeds.shape[:2]
         if position_ids is None:
             # PaddleNLP's rotary embedding needs explicit positions once a cache exists.
-            past_len = 0 if past_key_values is None else past_key_values[0][0].shape[1]
-            if attention_mask is not None and attention_mask.ndim == 2:
-                position_ids = positions_from_attention_mask(attention_mask)[:, -seq_len:]
-            else:
-                position_ids = paddle.arange(past_len, past_len + seq_len, dtype="int64").expand([batch, seq_len])
+            mask = attention_mask
+            if mask is None or mask.ndim != 2:
+                past_len = 0 if past_key_values is None else past_key_values[0][0].shape[1]
+                mask = paddle.ones([batch, past_len + seq_len], dtype="int64")
+            position_ids = positions_from_attention_mask(mask)[:, -seq_len:]
         return QWenModel.forward(
             self,
             input_ids=None,
@@ -215,14 +236,15 @@ class QWenVLForCausalLM(QWenVLPretrainedModel):
         past_key_values=None,
         use_cache=None,
         inputs_embeds=None,
-        return_logits: Optional[bool] = None,
-        last_logits_only: bool = False,
+        logits_to_keep: Optional[int] = None,
         output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
     ):
-        """With ``labels``: ``loss`` and, only if ``return_logits=True``, logits [B, S, V]. Without:
-        logits [B, S, V], or [B, 1, V] for the last position if ``last_logits_only`` (generation)."""
+        """``loss`` if ``labels`` are given, and logits of the positions ``logits_to_keep`` names, as in
+        Hugging Face: 0 every position [B, S, V], k the last k [B, k, V] (generation keeps 1). The
+        default, None, is every position without ``labels`` and none with them: the loss does not
+        need the full logits, which at 151,936 columns are most of a small model's memory."""
         return_dict = return_dict if return_dict is not None else self.config.use_return_dict
         if use_cache is None and labels is not None:
             use_cache = False  # training never reads the cache; do not hold on to it
@@ -241,8 +263,10 @@ class QWenVLForCausalLM(QWenVLPretrainedModel):
         hidden_states = outputs.last_hidden_state  # [B, S, H]
         loss = self.masked_lm_loss(hidden_states, labels) if labels is not None else None
         logits = None
-        if return_logits or (return_logits is None and labels is None):
-            logits = self.lm_head(hidden_states[:, -1:] if last_logits_only else hidden_states)
+        if logits_to_keep is None:
+            logits_to_keep = 0 if labels is None else None
+        if logits_to_keep is not None:
+            logits = self.lm_head(hidden_states[:, -logits_to_keep:] if logits_to_keep else hidden_states)
         if not return_dict:
             return tuple(v for v in (loss, logits, outputs.past_key_values) if v is not None)
         return CausalLMOutputWithPast(
@@ -280,8 +304,7 @@ class QWenVLForCausalLM(QWenVLPretrainedModel):
         kv_cache=True,
         **kwargs,
     ):
-        if position_ids is None and attention_mask is not None and attention_mask.ndim == 2:
-            position_ids = positions_from_attention_mask(attention_mask)
+        # Without position_ids, forward derives them from attention_mask for the ids it is given.
         if past_key_values is not None:
             input_ids = input_ids[:, -1:]
             position_ids = position_ids[:, -1:] if position_ids is not None else None
@@ -293,146 +316,5 @@ class QWenVLForCausalLM(QWenVLPretrainedModel):
             "attention_mask": attention_mask,
             "position_ids": position_ids,
             "use_cache": bool(kv_cache) and use_cache is not False,
-            "last_logits_only": True,
+            "logits_to_keep": 1,
         }
-
-
-def freeze_vision(model: QWenVLForCausalLM, train_resampler: bool = True) -> List[str]:
-    """Freeze the vision tower as Qwen-VL's fine-tuning recipe (``fix_vit``) does: every vision
-    parameter is frozen, then the whole resampler (``attn_pool``) is made trainable again if
-    ``train_resampler``. Upstream re-enables the module as a whole, which includes its sin-cos
-    ``pos_embed`` table, so it trains too; ``ln_post`` and ``proj`` sit outside ``attn_pool`` and
-    stay frozen. Returns the names of the vision parameters left trainable."""
-    trainable = []
-    for name, param in model.transformer.visual.named_parameters():
-        train = train_resampler and name.startswith("attn_pool.")
-        param.stop_gradient = not train
-        if train:
-            trainable.append(name)
-    return trainable
-
-
-def greedy_decode(
-    model: QWenVLForCausalLM,
-    input_ids: paddle.Tensor,
-    attention_mask: paddle.Tensor,
-    images: Optional[paddle.Tensor],
-    max_new_tokens: int,
-    stop_ids: Sequence[int],
-    pad_id: int,
-) -> np.ndarray:
-    """Greedy decoding with the KV cache: [B, <= max_new_tokens] new ids, ``pad_id`` after a row's stop id.
-
-    The same tokens as PaddleNLP's ``greedy_search`` (its ``adjust_logits_during_generation`` hook is
-    honoured too), without what only sampling needs: PaddleNLP takes a log-softmax over the whole
-    vocabulary at every step and runs its logits processors; an arg-max of the logits needs neither.
-    Stops as soon as every row has emitted a stop id."""
-    batch = input_ids.shape[0]
-    positions = positions_from_attention_mask(attention_mask)  # [B, L]
-    out = model(
-        input_ids=input_ids,
-        images=images,
-        attention_mask=attention_mask,
-        position_ids=positions,
-        use_cache=True,
-        last_logits_only=True,
-        return_dict=True,
-    )
-    next_position = positions[:, -1:] + 1  # [B, 1]
-    one_column = paddle.ones([batch, 1], dtype=attention_mask.dtype)
-    stops = np.asarray(list(stop_ids))
-    done = np.zeros(batch, dtype=bool)
-    new_ids = []
-    for step in range(max_new_tokens):
-        logits = model.adjust_logits_during_generation(out.logits[:, -1])  # [B, V]
-        token = paddle.argmax(logits, axis=-1).numpy().astype(np.int64)  # [B]
-        token[done] = pad_id
-        new_ids.append(token)
-        done |= np.isin(token, stops)
-        if done.all() or step == max_new_tokens - 1:
-            break
-        attention_mask = paddle.concat([attention_mask, one_column], axis=1)
-        out = model(
-            input_ids=paddle.to_tensor(token[:, None]),
-            attention_mask=attention_mask,
-            position_ids=next_position,
-            past_key_values=out.past_key_values,
-            use_cache=True,
-            last_logits_only=True,
-            return_dict=True,
-        )
-        next_position = next_position + 1
-    return np.stack(new_ids, axis=1) if new_ids else np.zeros([batch, 0], dtype=np.int64)
-
-
-@paddle.no_grad()
-def left_padded_batch(sequences: Sequence[Sequence[int]], pad_id: int, images=None):
-    """``(ids, mask, images)`` for sequences of different lengths: ids and mask [B, L] int64 numpy,
-    each row LEFT-padded with ``pad_id`` (mask 0 there), so every row ends at the last column where
-    generation continues; ``images`` as a float32 tensor (or None)."""
-    longest = max(len(s) for s in sequences)
-    if min(len(s) for s in sequences) == 0:
-        raise ValueError("every prompt needs at least one token")
-    ids = np.full([len(sequences), longest], pad_id, dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for row, seq in enumerate(sequences):
-        ids[row, longest - len(seq) :] = seq
-        mask[row, longest - len(seq) :] = 1
-    if images is not None and not isinstance(images, paddle.Tensor):
-        images = paddle.to_tensor(np.asarray(images, dtype=np.float32))
-    return ids, mask, images
-
-
-def generate_batch(
-    model: QWenVLForCausalLM,
-    tokenizer,
-    prompts_input_ids: Sequence[Sequence[int]],
-    images=None,
-    max_new_tokens: int = 512,
-    decode_strategy: str = "greedy_search",
-    use_cache: bool = True,
-    stop_ids: Sequence[int] = CHAT_STOP_IDS,
-    **generate_kwargs,
-) -> List[List[int]]:
-    """Generate for prompts of different lengths at once: LEFT-pads them, decodes, and returns each
-    sample's new ids, cut before its first stop id (by default Qwen-VL-Chat's: ``<|im_end|>``,
-    ``<|im_start|>``, ``<|endoftext|>``).
-
-    Greedy decoding with the cache runs ``greedy_decode``; sampling, or decoding without the cache,
-    runs PaddleNLP's ``model.generate``.
-    ``images``: pixels [n_images, 3, S, S] (numpy or paddle) for the prompts' image slots in order.
-    ``generate_kwargs`` go to PaddleNLP ``generate`` (e.g. ``top_p``, ``top_k``, ``temperature``).
-    """
-    if not prompts_input_ids:
-        return []
-    pad_id = tokenizer.eod_id if tokenizer is not None else model.config.pad_token_id
-    stop_ids = list(stop_ids)
-    ids, mask, images = left_padded_batch(prompts_input_ids, pad_id, images)
-    was_training = model.training
-    model.eval()
-    try:
-        if decode_strategy == "greedy_search" and use_cache and not generate_kwargs:
-            new_ids = greedy_decode(
-                model, paddle.to_tensor(ids), paddle.to_tensor(mask), images, max_new_tokens, stop_ids, pad_id
-            )
-        else:
-            new_ids, _ = model.generate(
-                input_ids=paddle.to_tensor(ids),
-                attention_mask=paddle.to_tensor(mask),
-                images=images,
-                max_new_tokens=max_new_tokens,
-                decode_strategy=decode_strategy,
-                eos_token_id=stop_ids,
-                pad_token_id=pad_id,
-                use_cache=use_cache,
-                **generate_kwargs,
-            )
-            new_ids = new_ids.numpy()
-    finally:
-        if was_training:
-            model.train()
-    results = []
-    for row in new_ids.tolist():
-        cut = next((i for i, t in enumerate(row) if t in stop_ids), len(row))
-        results.append(row[:cut])
-    return results

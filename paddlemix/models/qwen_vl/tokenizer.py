@@ -1,8 +1,7 @@
 """Qwen-VL's tokenizer as a PaddleNLP ``PretrainedTokenizer`` on tiktoken.
 
-The vocabulary is Qwen's byte-level BPE (151,643 ranks) followed by Qwen-VL's special tokens in a
-fixed order, so ids are the published ones: ``<|endoftext|>`` 151643, ``<|im_start|>`` 151644,
-``<|im_end|>`` 151645, ``<|extra_0..204|>``, then ``<ref>`` 151851 … ``<imgpad>`` 151859.
+The vocabulary is Qwen's byte-level BPE followed by Qwen-VL's special tokens, whose strings and
+ids are stated in :mod:`paddlemix.processors.special_tokens`.
 
 Text is NFC-normalised before encoding, as Qwen-VL's ``tokenization_qwen.py`` does. Message
 content (a question, an answer) is encoded with :meth:`QWenVLTokenizer.encode_content`, where only
@@ -29,6 +28,19 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import tiktoken
 from paddlenlp.transformers import PretrainedTokenizer
 
+from paddlemix.processors.special_tokens import (
+    BPE_RANKS,
+    CONTENT_SPECIAL_TOKENS,
+    ENDOFTEXT,
+    IM_END,
+    IM_START,
+    IMG_END,
+    IMG_PAD,
+    IMG_START,
+    MARKUP_TOKENS,
+    SPECIAL_TOKEN_IDS,
+)
+
 VOCAB_FILE_NAME = "qwen.tiktoken"
 
 # Qwen's pre-tokenisation pattern: contractions, letter runs, single digits (numbers are split
@@ -37,26 +49,6 @@ PAT_STR = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-
-ENDOFTEXT = "<|endoftext|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-NUM_EXTRA = 205
-REF_START, REF_END = "<ref>", "</ref>"
-BOX_START, BOX_END = "<box>", "</box>"
-QUAD_START, QUAD_END = "<quad>", "</quad>"
-IMG_START, IMG_END, IMG_PAD = "<img>", "</img>", "<imgpad>"
-
-# Order fixes the ids: they follow the BPE ranks in exactly this sequence.
-SPECIAL_TOKENS: Tuple[str, ...] = (
-    (ENDOFTEXT, IM_START, IM_END)
-    + tuple(f"<|extra_{i}|>" for i in range(NUM_EXTRA))
-    + (REF_START, REF_END, BOX_START, BOX_END, QUAD_START, QUAD_END, IMG_START, IMG_END, IMG_PAD)
-)
-# Markup that is part of the model's output language: kept by decode(skip_special_tokens=True).
-MARKUP_TOKENS = frozenset({REF_START, REF_END, BOX_START, BOX_END, QUAD_START, QUAD_END})
-# The only special tokens message content may contain (Qwen-VL's IMAGE_ST).
-CONTENT_SPECIAL_TOKENS = MARKUP_TOKENS | {IMG_START, IMG_END, IMG_PAD}
 
 DEFAULT_IMAGE_SPAN = 256
 SPAN_KEY_PREFIX = "sha256:"
@@ -119,8 +111,12 @@ class QWenVLTokenizer(PretrainedTokenizer):
         self.errors = errors
         self._paths_by_key: Dict[str, str] = {}  # span keys of long paths -> the paths
         self.mergeable_ranks = load_ranks(vocab_file)
-        n_ranks = len(self.mergeable_ranks)
-        self.special_tokens = {tok: n_ranks + i for i, tok in enumerate(SPECIAL_TOKENS)}
+        if len(self.mergeable_ranks) != BPE_RANKS:
+            raise ValueError(
+                f"{vocab_file}: {len(self.mergeable_ranks)} BPE ranks, expected Qwen's {BPE_RANKS} "
+                f"(the special tokens' ids, which the model's config fixes, follow the ranks)"
+            )
+        self.special_tokens = dict(SPECIAL_TOKEN_IDS)
         self.encoding = tiktoken.Encoding(
             "qwen_vl", pat_str=PAT_STR, mergeable_ranks=self.mergeable_ranks, special_tokens=self.special_tokens
         )
@@ -130,8 +126,6 @@ class QWenVLTokenizer(PretrainedTokenizer):
         self.eod_id = self.special_tokens[ENDOFTEXT]
         self.im_start_id = self.special_tokens[IM_START]
         self.im_end_id = self.special_tokens[IM_END]
-        self.ref_start_id = self.special_tokens[REF_START]
-        self.box_start_id = self.special_tokens[BOX_START]
         self.img_start_id = self.special_tokens[IMG_START]
         self.img_end_id = self.special_tokens[IMG_END]
         self.img_pad_id = self.special_tokens[IMG_PAD]

@@ -27,7 +27,7 @@ QUESTIONS = [
 def setup(tmp_path_factory):
     import paddle
 
-    from paddlemix.models.qwen_vl import QWenVLConfig, QWenVLForCausalLM
+    from paddlemix.models.qwen_vl import QWenVLForCausalLM, get_preset
     from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer
 
     root = tmp_path_factory.mktemp("infer")
@@ -44,7 +44,7 @@ def setup(tmp_path_factory):
     test_file.write_text(json.dumps(records))
 
     paddle.seed(3)
-    config = QWenVLConfig.from_preset("tiny", num_hidden_layers=1, visual={"layers": 1, "image_size": 56, "n_queries": 49})
+    config = get_preset("tiny", num_hidden_layers=1, visual={"layers": 1, "image_size": 56, "n_queries": 49})
     model = QWenVLForCausalLM(config)
     ckpt = root / "ckpt"
     model.save_pretrained(str(ckpt))

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from paddlemix.models.qwen_vl.chat import chat
-from paddlemix.models.qwen_vl.modeling import generate_batch
+from paddlemix.models.qwen_vl.generation import generate_batch
 from paddlemix.processors.image_processing import QWenVLImageProcessor
 
 

@@ -5,7 +5,7 @@ import paddle
 import pytest
 from tests.models.qwen_vl.qwen_vl_reference import ENDOFTEXT, IM_END, IM_START
 
-from paddlemix.models.qwen_vl.modeling import generate_batch
+from paddlemix.models.qwen_vl.generation import generate_batch
 
 MAX_NEW = 10
 

@@ -8,13 +8,9 @@ import pytest
 from tests.models.qwen_vl.qwen_vl_reference import IM_END, IMG_END, IMG_START
 
 from paddlemix.models.qwen_vl import modeling
-from paddlemix.models.qwen_vl.configuration import QWenVLConfig, get_preset
-from paddlemix.models.qwen_vl.modeling import (
-    QWenVLForCausalLM,
-    freeze_vision,
-    image_span_positions,
-    positions_from_attention_mask,
-)
+from paddlemix.models.qwen_vl.configuration import get_preset
+from paddlemix.models.qwen_vl.modeling import QWenVLForCausalLM, image_span_positions, positions_from_attention_mask
+from paddlemix.tools.supervised_finetune import freeze_vision
 
 
 def logits_of(model, ids, pixels=None, mask=None):
@@ -61,7 +57,7 @@ def test_presets():
     assert big.visual["width"] == 1664 and big.visual["layers"] == 48 and big.visual["heads"] == 16
     assert (big.img_start_id, big.img_end_id, big.img_pad_id) == (151857, 151858, 151859)
     assert big.eos_token_id == [151645, 151644, 151643] and big.pad_token_id == 151643
-    tiny = QWenVLConfig.from_preset("tiny", num_hidden_layers=1, visual=dict(layers=1))
+    tiny = get_preset("tiny", num_hidden_layers=1, visual=dict(layers=1))
     assert tiny.num_hidden_layers == 1 and tiny.visual["layers"] == 1 and tiny.visual["width"] == 64
     with pytest.raises(ValueError, match="kv_channels"):
         get_preset("tiny", kv_channels=16)
@@ -158,7 +154,7 @@ def test_loss_uses_labelled_positions_only(tiny_model, tiny_pixels, make_prompt,
     full = logits_of(tiny_model, ids, tiny_pixels[:2])
     assert float(out.loss) == pytest.approx(reference_loss(full, labels), rel=1e-5)
 
-    both = labelled_forward(tiny_model, ids, labels, tiny_pixels[:2], return_logits=True)
+    both = labelled_forward(tiny_model, ids, labels, tiny_pixels[:2], logits_to_keep=0)
     np.testing.assert_allclose(both.logits.numpy(), full, rtol=1e-5, atol=1e-5)
 
 
@@ -269,3 +265,32 @@ def test_loading_a_checkpoint_that_does_not_fit_fails(tmp_path, tiny_model):
     save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "np"})
     with pytest.raises(ValueError, match="transformer.visual.ln_post.bias"):
         QWenVLForCausalLM.from_pretrained(str(tmp_path))
+
+
+# ---- logits_to_keep and where image slots are found ----
+
+
+def test_logits_to_keep_selects_the_last_positions(tiny_model, make_prompt, tiny_pixels):
+    ids = paddle.to_tensor([make_prompt([5, 6], "a.png", [7, 8, 9])])
+    pixels = paddle.to_tensor(tiny_pixels[:1])
+    full = tiny_model(ids, images=pixels, use_cache=False, return_dict=True).logits.numpy()
+    every = tiny_model(ids, images=pixels, use_cache=False, logits_to_keep=0, return_dict=True).logits.numpy()
+    last2 = tiny_model(ids, images=pixels, use_cache=False, logits_to_keep=2, return_dict=True).logits.numpy()
+    np.testing.assert_array_equal(every, full)
+    assert last2.shape == (1, 2, full.shape[-1])
+    np.testing.assert_allclose(last2, full[:, -2:], rtol=1e-5, atol=1e-5)
+
+
+def test_well_formed_slots_are_found_without_the_host_check(tiny_model, tiny_pixels, make_prompt, monkeypatch):
+    """The row-by-row host check runs only for a bad batch; a good one is handled by paddle ops."""
+    ids = [make_prompt([5], "a.png", [6]) + make_prompt([], "b.png", [7]), make_prompt([1] * 68, "c.png", [2])]
+
+    def host_check(*args):
+        raise AssertionError("the host check ran for well-formed slots")
+
+    monkeypatch.setattr(modeling, "_checked_slot_positions", host_check)
+    assert logits_of(tiny_model, ids, tiny_pixels).shape[:2] == (2, 135)
+    # Image k fills slot k: two in row 0, one in row 1 (flat positions; rows are 135 ids long).
+    got = image_span_positions(paddle.to_tensor(ids), IMG_START, IMG_END, 64).numpy()
+    np.testing.assert_array_equal(got[:, 0], [2, 69, 135 + 69])
+    np.testing.assert_array_equal(got[:, -1] - got[:, 0], [63, 63, 63])
