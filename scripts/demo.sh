@@ -100,7 +100,7 @@ $PY -m paddlemix.tools.plot_loss --trainer_state "$OUTPUT_DIR" --out "$REPORT_DI
   --title "BiRD demo: $PRESET preset, training loss"
 $PY -m paddlemix.tools.draw_boxes --pred_file "$REPORT_DIR/trained/pred/pred_VG.jsonl" --image_root "$IMAGES" \
   --out_dir "$REPORT_DIR/gallery"
-$PY -m paddlemix.bird.report --out_dir "$REPORT_DIR" \
+$PY -m paddlemix.tools.report --out_dir "$REPORT_DIR" \
   --compare trained="$REPORT_DIR/trained" shuffled="$REPORT_DIR/shuffled" untrained="$REPORT_DIR/untrained" \
   baseline="$REPORT_DIR/baselines" \
   --note "trained: \`$CONFIG\` (preset $PRESET, seed $SEED, resampler_init $RESAMPLER_INIT) on \`$MEDGRIT/train.json\`; extra training arguments: ${TRAIN_ARGS:-none}." \

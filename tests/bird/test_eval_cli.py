@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from paddlemix.bird.evaluate import PredictionFileError, main, read_predictions
-from paddlemix.bird.metrics import vg_metric_names
+from paddlemix.bird.metrics.evaluate import PredictionFileError, read_predictions
+from paddlemix.bird.metrics.keys import vg_metric_names
+from paddlemix.tools.eval import main
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 EVAL_PY = os.path.join(REPO, "tests", "models", "BiRD", "eval.py")
@@ -141,7 +142,7 @@ try:
     runpy.run_path({EVAL_PY!r}, run_name="__main__")
 except SystemExit as exc:
     assert exc.code == 0, exc.code
-import paddlemix.bird.metrics, paddlemix.bird.evaluate, paddlemix.bird.report, paddlemix.tools.draw_boxes
+import paddlemix.bird.metrics.score, paddlemix.bird.metrics.report, paddlemix.tools.report, paddlemix.tools.draw_boxes
 import pycocoevalcap.bleu.bleu_scorer, pycocoevalcap.cider.cider_scorer, pycocoevalcap.rouge.rouge
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("paddle", "paddlenlp"))
 print("LOADED", loaded)

@@ -6,9 +6,9 @@ import os
 import subprocess
 import sys
 
-from paddlemix.bird.metrics import vg_metric_names
-from paddlemix.bird.report import main as report_main
-from paddlemix.bird.report import summary_table, write_summary
+from paddlemix.bird.metrics.keys import vg_metric_names
+from paddlemix.bird.metrics.report import summary_table, write_summary
+from paddlemix.tools.report import main as report_main
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 EVAL_ALL = os.path.join(REPO, "tests", "models", "BiRD", "eval_all.sh")

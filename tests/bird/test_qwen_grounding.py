@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from paddlemix.bird.evaluate import PredictionFileError, evaluate_file, main
-from paddlemix.bird.qwen_grounding import first_box, prefill, raw_prompt, record_phrase, score_qwen_grounding
+from paddlemix.bird.metrics.evaluate import PredictionFileError, evaluate_file
+from paddlemix.bird.metrics.qwen_grounding import first_box, prefill, raw_prompt, record_phrase, score_qwen_grounding
+from paddlemix.tools.eval import main
 from paddlemix.datasets.refcoco import RefCocoError, is_refcoco_file, load_refcoco
 
 

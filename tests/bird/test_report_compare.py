@@ -6,15 +6,15 @@ import os
 
 import pytest
 
-from paddlemix.bird.metrics import vg_metric_names
-from paddlemix.bird.report import (
+from paddlemix.bird.metrics.keys import vg_metric_names
+from paddlemix.bird.metrics.report import (
     best_runs,
     comparison_table,
     load_run,
-    main,
     per_modality_comparison,
     write_comparison,
 )
+from paddlemix.tools.report import main
 
 VG_KEYS = vg_metric_names()  # Recall@0.5 first, parse_failure_rate last
 
