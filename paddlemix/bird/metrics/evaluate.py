@@ -12,7 +12,7 @@ from ...cli import json_error
 from ..box_formats import DEFAULT_BOX_FORMAT, PIXEL_FORMATS
 from ..tasks import SCORED_TASKS, VG, check_task
 from .keys import metric_names
-from .params import Params
+from .params import ACC_THRESHOLDS, Params
 from .qwen_grounding import PRECISION, PROTOCOL, score_qwen_grounding
 from .score import score_task
 
@@ -195,7 +195,9 @@ def metric_columns(metrics: dict) -> List[str]:
     """The metric keys of a metrics dict, in report order."""
     if metrics.get("protocol") == PROTOCOL:
         return [PRECISION]
-    return list(metric_names(metrics["task"], metrics.get("iou_threshold", 0.5)))
+    # The Acc@a set the file was scored with (Params.acc_thresholds), read back from its keys.
+    acc = tuple(float(key[len("Acc@"):]) for key in metrics.get("macro", {}) if key.startswith("Acc@"))
+    return list(metric_names(metrics["task"], metrics.get("iou_threshold", 0.5), acc or ACC_THRESHOLDS))
 
 
 def _fmt(value) -> str:

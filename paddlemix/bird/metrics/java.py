@@ -210,7 +210,7 @@ class JavaScorers:
 
     def meteor_in_background(
         self, hyps: Sequence[str], refs: Sequence[str], groups: Sequence[np.ndarray]
-    ) -> "Future[Tuple[List[str], List[float]]]":
+    ) -> Future:
         """Start aligning ``hyps`` with ``refs``; the future gives every record's METEOR statistics
         line and the corpus METEOR of each group of record indices."""
         meteor = self._process()
