@@ -6,10 +6,10 @@ BiRD (MICCAI 2024) reports, in %, on the Med-GRIT-270k test split and on LLaVA-M
     MII mBMR        52.17      QA  mBMR (LLaVA-Med)   10.55
 
 "This run" is the macro value (unweighted mean over modalities, the paper's headline) from the
-metrics files ``metrics_<TASK>.json`` written by ``python -m paddlemix.tools.eval``. ``mBMR`` is the mean of
-BLEU-1..4, METEOR and ROUGE-L, as ClinKD (arXiv 2502.05928) computes it with BiRD's scripts (see
-:mod:`paddlemix.bird.metrics.captions`). A metric that could not
-be computed (SPICE without its Java models) is shown as unavailable with the reason.
+metrics files ``metrics_<TASK>.json`` written by ``python -m paddlemix.tools.eval``. ``mBMR`` is
+the mean of BLEU-1..4, METEOR and ROUGE-L, as ClinKD (arXiv 2502.05928) computes it with BiRD's
+scripts (see :mod:`paddlemix.bird.metrics.keys`). A metric that could not be computed (SPICE
+without its Java models) is shown as unavailable with the reason.
 """
 
 import json
@@ -24,6 +24,7 @@ PAPER_ROWS: Tuple[Tuple[str, str, str, float], ...] = (
     ("MII", "mBMR", "medical image analysis, mBMR", 52.17),
     ("QA", "mBMR", "LLaVA-Med QA, mBMR", 10.55),
 )
+PAPER_TASKS = tuple(dict.fromkeys(task for task, _, _, _ in PAPER_ROWS))
 
 
 def _macro_percent(metrics: dict, key: str) -> Tuple[Optional[float], Optional[str]]:
@@ -33,9 +34,6 @@ def _macro_percent(metrics: dict, key: str) -> Tuple[Optional[float], Optional[s
         reason = metrics.get(f"{key.lower()}_unavailable_reason") or metrics.get("spice_unavailable_reason")
         return None, reason or f"{key} not in the metrics file"
     return 100.0 * float(value), None
-
-
-PAPER_TASKS = tuple(dict.fromkeys(task for task, _, _, _ in PAPER_ROWS))
 
 
 def paper_rows(metrics_by_task: Dict[str, dict]) -> List[dict]:
