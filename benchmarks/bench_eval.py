@@ -3,7 +3,7 @@
     python benchmarks/bench_eval.py [--n 30000] [--seed 0]
 
 Generates ``n`` GC-like captions and ``n`` VG answers spread over the eight SA-Med2D modalities,
-scores them with ``paddlemix.bird.evaluate`` (one PTB tokenizer and one METEOR start for the whole
+scores them with ``paddlemix.bird.metrics.evaluate`` (one PTB tokenizer and one METEOR start for the whole
 file), and scores the captions the way the upstream scripts do: for each modality a separate
 COCOEvalCap-style run (tokenise references, tokenise responses, Bleu, a new Meteor, Rouge,
 Cider; SPICE is left out of both because it cannot run offline). Prints seconds, records per
@@ -24,8 +24,8 @@ import time
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
-from paddlemix.bird.evaluate import evaluate_file  # noqa: E402
-from paddlemix.bird.metrics import group_by_modality  # noqa: E402
+from paddlemix.bird.metrics.evaluate import evaluate_file  # noqa: E402
+from paddlemix.bird.metrics.records import group_by_modality  # noqa: E402
 from paddlemix.bird.tasks import KNOWN_MODALITIES  # noqa: E402
 
 STRUCTURES = {

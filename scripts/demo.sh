@@ -102,7 +102,7 @@ stage 9/9 "report: loss curve, VG gallery, comparison → $REPORT_DIR"
   --title "BiRD demo: $PRESET preset, training loss"
 "$PYTHON" -m paddlemix.tools.draw_boxes --pred_file "$REPORT_DIR/trained/pred/pred_VG.jsonl" --image_root "$IMAGES" \
   --out_dir "$REPORT_DIR/gallery"
-"$PYTHON" -m paddlemix.bird.report --out_dir "$REPORT_DIR" \
+"$PYTHON" -m paddlemix.tools.report --out_dir "$REPORT_DIR" \
   --compare trained="$REPORT_DIR/trained" shuffled="$REPORT_DIR/shuffled" untrained="$REPORT_DIR/untrained" \
   baseline="$REPORT_DIR/baselines" \
   --note "trained: \`$CONFIG\` (preset $PRESET, seed $SEED, resampler_init $RESAMPLER_INIT) on \`$MEDGRIT/train.json\`; extra training arguments: ${TRAIN_ARGS:-none}." \

@@ -3,7 +3,6 @@
 import ast
 import os
 
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "paddlemix")
@@ -20,14 +19,6 @@ ALLOWED = {
     "tools": {"bird", "processors", "datasets", "models", "serving", "cli"},
 }
 FRAMEWORKS = ("paddle", "paddlenlp")
-
-# Edges the package has today that the issue-14 reshaping removes. strict: once an edge is gone
-# its case passes, and the strict xfail fails until its line here is deleted.
-KNOWN = [
-]
-
-# Command lines outside tools/ that issue 14 moves there (a "def main" or a __main__ block).
-KNOWN_MAINS = ["paddlemix.bird.evaluate", "paddlemix.bird.report"]
 
 
 def module_name(path):
@@ -113,17 +104,10 @@ def test_every_layer_is_scanned():
     assert set(ALLOWED) <= layers
 
 
-def test_no_new_layer_violation():
-    known = set(KNOWN)
-    new = [v for v in violations() if v[:2] not in known]
-    assert not new, "imports against docs/ARCHITECTURE.md's layers:\n" + "\n".join(
-        f"  {a} -> {b} ({why})" for a, b, why in new)
-
-
-@pytest.mark.parametrize("edge", [pytest.param(e, marks=pytest.mark.xfail(strict=True, reason="issue 14 removes it"),
-                                               id=f"{e[0]}->{e[1]}") for e in KNOWN])
-def test_known_violation_is_gone(edge):
-    assert edge not in {v[:2] for v in violations()}
+def test_no_layer_violation():
+    found = violations()
+    assert not found, "imports against docs/ARCHITECTURE.md's layers:\n" + "\n".join(
+        f"  {a} -> {b} ({why})" for a, b, why in found)
 
 
 def command_lines_outside_tools():
@@ -141,11 +125,5 @@ def command_lines_outside_tools():
     return found
 
 
-def test_no_new_command_line_outside_tools():
-    assert [m for m in command_lines_outside_tools() if m not in KNOWN_MAINS] == []
-
-
-@pytest.mark.parametrize("module", [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason="issue 14 moves it"))
-                                    for m in KNOWN_MAINS])
-def test_known_command_line_moved_to_tools(module):
-    assert module not in command_lines_outside_tools()
+def test_every_command_line_lives_in_tools():
+    assert command_lines_outside_tools() == []

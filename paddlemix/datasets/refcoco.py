@@ -5,7 +5,7 @@ under the COCO image folder), ``sent`` (the referring phrase), ``bbox`` (the ref
 of the original image, ``[x1, y1, x2, y2]``, the form that script passes to ``box_iou``),
 ``height`` and ``width``. Records come out in the normalised Med-GRIT shape (see
 :func:`paddlemix.datasets.medgrit.load_medgrit`), task ``VG``, with the phrase, pixel box and image
-size kept for the Qwen-VL grounding protocol (:mod:`paddlemix.bird.qwen_grounding`), and the
+size kept for the Qwen-VL grounding protocol (:mod:`paddlemix.bird.metrics.qwen_grounding`), and the
 reference answer written on the Med-GRIT grid so BiRD's scorer can read it as well.
 """
 

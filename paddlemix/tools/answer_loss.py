@@ -20,10 +20,10 @@ on these records.
 """
 
 import argparse
-import json
 import sys
 from typing import Dict, List, Sequence
 
+from paddlemix.bird.jsonio import write_json_atomic
 from paddlemix.processors.special_tokens import IM_END, MARKUP_TOKENS, REF_START
 
 PLACES = {0: "digit 1s", 1: "digit 10s", 2: "digit 100s"}
@@ -124,9 +124,8 @@ def main(argv=None) -> int:
           f"teacher-forced, checkpoint {args.checkpoint}")
     print(format_table(table))
     if args.out_json:
-        with open(args.out_json, "w") as f:
-            json.dump({"checkpoint": args.checkpoint, "json_path": args.json_path, "task": args.task,
-                       "modality": args.modality, "records": len(chosen), "kinds": table}, f, indent=2)
+        write_json_atomic(args.out_json, {"checkpoint": args.checkpoint, "json_path": args.json_path, "task": args.task,
+                                          "modality": args.modality, "records": len(chosen), "kinds": table}, indent=2)
     return 0
 
 

@@ -21,9 +21,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from paddlemix.bird.boxes import Box, grid_to_box, iou, parse_boxes
-from paddlemix.bird.evaluate import read_predictions
 from paddlemix.bird.images import to_rgb
-from paddlemix.bird.metrics import CLEAN_MODES, clean_response, record_modality
+from paddlemix.bird.metrics.evaluate import read_predictions
+from paddlemix.bird.metrics.params import CLEAN_MODES
+from paddlemix.bird.metrics.records import clean_response, record_modality
 
 REFERENCE_COLOR = (0, 200, 0)
 PREDICTION_COLOR = (230, 0, 0)

@@ -4,7 +4,7 @@ Greedy by default, batched with left padding and a KV cache. ``chatml`` prompts 
 the same function training uses; ``raw`` reproduces upstream's un-templated prompt. With
 ``--protocol qwen_vl_grounding`` the answer is pre-filled with ``<ref>PHRASE</ref><box>`` (the raw
 form is Qwen-VL's ``<img>PATH</img><ref>PHRASE</ref><box>``) and the model only writes the box
-(:mod:`paddlemix.bird.qwen_grounding`). Reruns resume after the last complete record, but only when
+(:mod:`paddlemix.bird.metrics.qwen_grounding`). Reruns resume after the last complete record, but only when
 they are the same job: ``<output_file>.meta.json`` records the checkpoint, the test file and the
 settings in :data:`FINGERPRINT_ARGS`, and a rerun that differs is refused until ``--overwrite``
 (see :mod:`paddlemix.bird.predictions`).
@@ -15,8 +15,8 @@ import os
 import sys
 from typing import List, Optional, Set
 
-from paddlemix.bird import qwen_grounding
 from paddlemix.bird.image_tag import split_image_prefix
+from paddlemix.bird.metrics import qwen_grounding
 from paddlemix.bird.predictions import (
     Key,
     append_records,

@@ -11,13 +11,13 @@ import argparse
 import os
 import sys
 
-from paddlemix.bird.evaluate import evaluate_file, write_metrics
-from paddlemix.bird.paper_table import PAPER_ROWS, load_metrics_dir, write_paper_table
+from paddlemix.bird.metrics.evaluate import evaluate_file, load_metrics_dir, write_metrics
+from paddlemix.bird.metrics.paper_table import PAPER_TASKS, write_paper_table
 
 
 def collect_metrics(pred_dir: str, metrics_dir: str, score_missing: bool = True) -> dict:
-    metrics = load_metrics_dir(metrics_dir)
-    for task in dict.fromkeys(r[0] for r in PAPER_ROWS) if score_missing else ():
+    metrics = load_metrics_dir(metrics_dir, PAPER_TASKS)
+    for task in PAPER_TASKS if score_missing else ():
         pred = os.path.join(pred_dir, f"pred_{task}.jsonl")
         if task not in metrics and os.path.isfile(pred):
             print(f"paper_table: scoring {pred}", file=sys.stderr)

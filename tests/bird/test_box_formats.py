@@ -5,7 +5,8 @@ import pytest
 
 from paddlemix.bird.box_formats import BOX_FORMATS, foreign_formats, read_boxes, smart_resize
 from paddlemix.bird.boxes import iou, pixel_boxes_to_text, parse_boxes
-from paddlemix.bird.metrics import score_records
+from paddlemix.bird.metrics.params import Params
+from paddlemix.bird.metrics.score import score_task
 
 # A 1120 x 560 image (multiples of 28: smart_resize keeps it) and a region in its pixels.
 W, H = 1120, 560
@@ -33,7 +34,7 @@ def test_hand_written_box_scores_iou_one(box_format):
     assert parsed.ok and len(parsed.boxes) == 1, parsed
     assert iou(parsed.boxes[0], parse_boxes(REFERENCE).boxes[0]) == pytest.approx(1.0, abs=1e-12)
     record = dict(image="ct_1.png", annotation=REFERENCE, response=HAND_WRITTEN[box_format], width=W, height=H)
-    out = score_records([record], "VG", box_format=box_format)
+    out = score_task([record], "VG", Params(box_format=box_format))
     assert out["micro"]["mIoU"] == pytest.approx(1.0, abs=1e-12) and out["micro"]["Recall@0.5"] == 1.0
     assert out["box_format"] == box_format
 
@@ -61,8 +62,8 @@ def test_qwen25_vl_reads_pixels_of_the_resized_input():
     text = '{"bbox_2d": [56, 28, 280, 140], "label": "liver"}'
     parsed = read_boxes(text, "qwen25_vl", W, H, max_pixels=156800)
     assert parsed.boxes == [(100, 100, 500, 500)]
-    out = score_records([dict(image="ct_1.png", annotation=REFERENCE, response=text, width=W, height=H)], "VG",
-                        box_format="qwen25_vl", max_pixels=156800)
+    out = score_task([dict(image="ct_1.png", annotation=REFERENCE, response=text, width=W, height=H)], "VG",
+                     Params(box_format="qwen25_vl", max_pixels=156800))
     assert out["micro"]["mIoU"] == 1.0 and out["smart_resize"]["max_pixels"] == 156800
     # The tag form of the same box, several boxes, and a list cut off by the token budget.
     tags = "<|object_ref_start|>liver<|object_ref_end|><|box_start|>(56,28),(280,140)<|box_end|>"
@@ -86,14 +87,14 @@ def test_pixel_formats_need_the_image_size():
         read_boxes(HAND_WRITTEN["pixels"], "pixels")
     record = dict(id="r7", image="ct_1.png", annotation=REFERENCE, response=HAND_WRITTEN["pixels"])
     with pytest.raises(ValueError, match=r"record 0 \(id r7\).*'width' and 'height'"):
-        score_records([record], "VG", box_format="pixels")
+        score_task([record], "VG", Params(box_format="pixels"))
     with pytest.raises(ValueError, match="unknown box format"):
         read_boxes("x", "yolo")
 
 
 def test_another_format_is_counted_never_guessed():
     records = [dict(image="ct_1.png", annotation=REFERENCE, response=HAND_WRITTEN[f]) for f in ("qwen3_vl", "qwen2_vl")]
-    out = score_records(records, "VG")  # default qwen_vl
+    out = score_task(records, "VG")  # default qwen_vl
     # JSON is not read as qwen_vl; Qwen2-VL's pair is (qwen_vl reads bare pairs), and both are reported.
     assert out["per_modality"]["ct"]["n_predicted_boxes"] == 1 and out["micro"]["parse_failure_rate"] == 0.5
     assert out["n_records_in_other_box_format"] == {"qwen2_vl": 1, "bbox_2d JSON (qwen25_vl, qwen3_vl)": 1}

@@ -1,4 +1,4 @@
-"""paddlemix.bird.coco_scores equals pycocoevalcap's BLEU, ROUGE-L and CIDEr exactly, group by group."""
+"""paddlemix.bird.metrics.coco_scores equals pycocoevalcap's BLEU, ROUGE-L and CIDEr exactly, group by group."""
 
 import numpy as np
 from hypothesis import given, settings
@@ -7,7 +7,7 @@ from pycocoevalcap.bleu.bleu_scorer import BleuScorer
 from pycocoevalcap.cider.cider_scorer import CiderScorer
 from pycocoevalcap.rouge.rouge import Rouge, my_lcs
 
-from paddlemix.bird.coco_scores import bleu_scorer, group_scores, lcs_length, prepare, rouge_l
+from paddlemix.bird.metrics.coco_scores import bleu_scorer, group_scores, lcs_length, prepare, rouge_l
 
 WORDS = ["the", "liver", "is", "enlarged", "left", "kidney", "a", "lesion", "in", "upper"]
 sentences = st.lists(st.sampled_from(WORDS), min_size=0, max_size=14).map(" ".join)

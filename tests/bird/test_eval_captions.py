@@ -17,14 +17,12 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-from paddlemix.bird.evaluate import main
-from paddlemix.bird.metrics import (
-    CAPTION_METRICS,
-    bleu_from_sums,
-    group_by_modality,
-    ptb_tokenize,
-    spice_unavailable_reason,
-)
+from paddlemix.bird.metrics.captions import bleu_from_sums
+from paddlemix.bird.metrics.java import ptb_tokenize, spice_unavailable_reason
+from paddlemix.bird.metrics.keys import CAPTION_METRICS
+from paddlemix.bird.metrics.records import group_by_modality
+from paddlemix.cli import run
+from paddlemix.tools.eval import main
 
 pytestmark = pytest.mark.slow  # pycocoevalcap's Java scorers, started many times
 
@@ -90,7 +88,7 @@ def scored(pycoco_meteor, tmp_path_factory):
 
     argv = ["--task", "GC", "--pred_file", str(pred_file), "--out_json", str(out_json), "--bootstrap", "40", "--seed", "3"]
     with mock.patch("subprocess.Popen", counting_popen), contextlib.redirect_stdout(io.StringIO()) as printed:
-        assert main(argv) == 0
+        assert run(main, argv) == 0
     with open(out_json, encoding="utf-8") as handle:
         out = json.load(handle)
     return out, java_starts, printed.getvalue()
@@ -205,7 +203,7 @@ def test_tokenizer_keeps_records_aligned_across_line_breaks():
 
 def test_degenerate_long_response_is_bounded_named_and_the_file_still_scored(pycoco_meteor):
     """A looping ~21k-word MII response used to exhaust METEOR's Java heap and lose the whole file."""
-    from paddlemix.bird.metrics import MAX_CAPTION_WORDS, score_captions
+    from paddlemix.bird.metrics.captions import MAX_CAPTION_WORDS, score_captions
 
     loop = "the liver shows a hypodense lesion near the portal vein " * 2100  # 23,100 words
     records = [dict(RECORDS[0], id="normal"), dict(RECORDS[1], id="looping", response=loop)]

@@ -7,8 +7,10 @@ import sys
 
 import pytest
 
-from paddlemix.bird.evaluate import PredictionFileError, main, read_predictions
-from paddlemix.bird.metrics import vg_metric_names
+from paddlemix.bird.metrics.evaluate import PredictionFileError, read_predictions
+from paddlemix.bird.metrics.keys import vg_metric_names
+from paddlemix.cli import run
+from paddlemix.tools.eval import main
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 EVAL_PY = os.path.join(REPO, "tests", "models", "BiRD", "eval.py")
@@ -41,7 +43,7 @@ def vg(i, modality, response, **extra):
 def test_cli_writes_the_exact_keys(tmp_path, capsys, task, records, keys):
     pred = write_jsonl(tmp_path / f"pred_{task}.jsonl", records)
     out_json = tmp_path / "sub" / f"metrics_{task}.json"
-    assert main(["--task", task.lower(), "--pred_file", pred, "--out_json", str(out_json)]) == 0
+    assert run(main, ["--task", task.lower(), "--pred_file", pred, "--out_json", str(out_json)]) == 0
     metrics = json.loads(out_json.read_text())
     assert metrics["task"] == task and metrics["n"] == len(records)
     assert {"task", "n", "per_modality", "macro", "micro", "definitions", "clean"} <= set(metrics)
@@ -59,7 +61,7 @@ def test_cli_writes_the_exact_keys(tmp_path, capsys, task, records, keys):
 def test_cli_vg_values_and_options(tmp_path):
     pred = write_jsonl(tmp_path / "p.jsonl", [vg(0, "ct", "<box>(0,0),(100,50)</box><|endoftext|>"), vg(1, "ct", A)])
     out_json = tmp_path / "m.json"
-    assert main(["--task", "VG", "--pred_file", pred, "--out_json", str(out_json), "--iou", "0.4", "--clean", "upstream", "--bootstrap", "20"]) == 0
+    assert run(main, ["--task", "VG", "--pred_file", pred, "--out_json", str(out_json), "--iou", "0.4", "--clean", "upstream", "--bootstrap", "20"]) == 0
     metrics = json.loads(out_json.read_text())
     assert metrics["per_modality"]["ct"] == {
         "n": 2, "Recall@0.4": 1.0, "match_precision@0.4": 1.0, "match_recall@0.4": 1.0, "match_F1@0.4": 1.0,
@@ -79,9 +81,9 @@ def test_cli_pixel_box_format_reads_the_image_size(tmp_path, capsys):
                   response="<ref>liver</ref><box>(20,40),(100,200)</box>", task="VG")
     pred = write_jsonl(tmp_path / "p.jsonl", [record])
     out_json = tmp_path / "m.json"
-    assert main(["--pred_file", pred, "--out_json", str(out_json), "--box_format", "pixels"]) == 2
+    assert run(main, ["--pred_file", pred, "--out_json", str(out_json), "--box_format", "pixels"]) == 2
     assert "record 0 (id 0)" in capsys.readouterr().err  # no size: a clear error, not a guess
-    assert main(["--pred_file", pred, "--out_json", str(out_json), "--box_format", "pixels",
+    assert run(main, ["--pred_file", pred, "--out_json", str(out_json), "--box_format", "pixels",
                  "--image_root", str(tmp_path)]) == 0
     metrics = json.loads(out_json.read_text())
     assert metrics["micro"]["mIoU"] == 1.0 and metrics["box_format"] == "pixels"
@@ -110,7 +112,7 @@ def test_bad_input_names_file_and_line(tmp_path, capsys, lines, task, message):
     with pytest.raises(PredictionFileError, match=message):
         read_predictions(pred, task)
     argv = ["--pred_file", pred, "--out_json", str(tmp_path / "m.json")] + (["--task", task] if task else [])
-    assert main(argv) == 2
+    assert run(main, argv) == 2
     assert "error:" in capsys.readouterr().err and not (tmp_path / "m.json").exists()
 
 
@@ -126,7 +128,7 @@ def test_reading_selects_a_task_and_keeps_untagged_records(tmp_path):
 def test_empty_and_null_responses_are_scored_misses(tmp_path):
     pred = write_jsonl(tmp_path / "p.jsonl", [vg(0, "ct", ""), vg(1, "ct", None), vg(2, "ct", "no idea")])
     out_json = tmp_path / "m.json"
-    assert main(["--pred_file", pred, "--out_json", str(out_json)]) == 0  # task from the records
+    assert run(main, ["--pred_file", pred, "--out_json", str(out_json)]) == 0  # task from the records
     metrics = json.loads(out_json.read_text())
     assert metrics["micro"] == dict({k: 0.0 for k in vg_metric_names()}, parse_failure_rate=1.0)
 
@@ -141,7 +143,7 @@ try:
     runpy.run_path({EVAL_PY!r}, run_name="__main__")
 except SystemExit as exc:
     assert exc.code == 0, exc.code
-import paddlemix.bird.metrics, paddlemix.bird.evaluate, paddlemix.bird.report, paddlemix.tools.draw_boxes
+import paddlemix.bird.metrics.score, paddlemix.bird.metrics.report, paddlemix.tools.report, paddlemix.tools.draw_boxes
 import pycocoevalcap.bleu.bleu_scorer, pycocoevalcap.cider.cider_scorer, pycocoevalcap.rouge.rouge
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("paddle", "paddlenlp"))
 print("LOADED", loaded)

@@ -6,9 +6,10 @@ import os
 import subprocess
 import sys
 
-from paddlemix.bird.metrics import vg_metric_names
-from paddlemix.bird.report import main as report_main
-from paddlemix.bird.report import summary_table, write_summary
+from paddlemix.bird.metrics.keys import vg_metric_names
+from paddlemix.bird.metrics.report import summary_table, write_summary
+from paddlemix.cli import run
+from paddlemix.tools.report import main as report_main
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 EVAL_ALL = os.path.join(REPO, "tests", "models", "BiRD", "eval_all.sh")
@@ -109,7 +110,7 @@ def test_summary_of_caption_metrics_leaves_null_cells_empty(tmp_path):
         paths.append(str(path))
     header, rows = summary_table([gc, mii])
     assert header == ["task", "metric", "ct", "pet", "fundus", "macro"]
-    assert report_main(["--out_dir", str(tmp_path / "s")] + paths) == 0
+    assert run(report_main, ["--out_dir", str(tmp_path / "s")] + paths) == 0
     table = read_csv(tmp_path / "s" / "summary.csv")
     assert len(table) == 1 + 18 and all(len(r) == 6 for r in table)  # 8 caption metrics + mBMR per task
     assert table[1] == ["GC", "BLEU-1", "", "0.25", "0.25", "0.25"]
@@ -119,6 +120,6 @@ def test_summary_of_caption_metrics_leaves_null_cells_empty(tmp_path):
     assert "GC SPICE is empty: no CoreNLP" in (tmp_path / "s" / "summary.md").read_text()
     bad = tmp_path / "bad.json"
     bad.write_text('{"task": "XX"}')
-    assert report_main(["--out_dir", str(tmp_path / "s"), str(bad)]) == 2
+    assert run(report_main, ["--out_dir", str(tmp_path / "s"), str(bad)]) == 2
     md_path, csv_path = write_summary(paths[:1], str(tmp_path / "t"))
     assert os.path.basename(md_path) == "summary.md" and os.path.basename(csv_path) == "summary.csv"

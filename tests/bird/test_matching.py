@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from paddlemix.bird.matching import match_boxes, max_weight_assignment
-from paddlemix.bird.metrics import score_records
+from paddlemix.bird.metrics.matching import match_boxes, max_weight_assignment
+from paddlemix.bird.metrics.score import score_task
 
 A = (0, 0, 100, 100)
 
@@ -55,13 +55,13 @@ def test_box_spraying_drives_recall_to_one_while_precision_drops():
     spray = "<ref>lesion</ref>" + "".join(grid(b) for b in lattice)
     references = [(200, 300, 300, 400), (0, 0, 100, 100), (500, 800, 600, 900)]
     records = [rec("ct", "<ref>lesion</ref>" + grid(r), spray) for r in references]
-    out = score_records(records, "VG")["micro"]
+    out = score_task(records, "VG")["micro"]
     assert out["Recall@0.5"] == 1.0
     assert out["match_recall@0.5"] == 1.0
     assert out["match_precision@0.5"] == pytest.approx(3 / 300)  # 3 matched of 300 predicted boxes
     assert out["match_F1@0.5"] == pytest.approx(2 * 3 / (300 + 3))
     assert out["Acc@0.5"] == pytest.approx(1 / 3)  # the first sprayed box hits only the (0,0) record
-    honest = score_records([rec("ct", r["annotation"], r["annotation"]) for r in records], "VG")["micro"]
+    honest = score_task([rec("ct", r["annotation"], r["annotation"]) for r in records], "VG")["micro"]
     assert honest["match_precision@0.5"] == 1.0 == honest["Recall@0.5"]
 
 
@@ -69,10 +69,10 @@ def test_listing_every_class_name_drives_ro_accuracy_up_but_not_exact_match():
     classes = ["liver", "left kidney", "right kidney", "spleen", "pancreas"]
     listing = ", ".join(classes)
     records = [rec("ct", name, listing) for name in classes]
-    out = score_records(records, "RO")["micro"]
+    out = score_task(records, "RO")["micro"]
     assert out["accuracy"] == 1.0  # every reference word occurs in the list
     assert out["exact_match"] == 0.0
-    naming = score_records([rec("ct", name, name) for name in classes], "RO")["micro"]
+    naming = score_task([rec("ct", name, name) for name in classes], "RO")["micro"]
     assert naming == {"accuracy": 1.0, "exact_match": 1.0}
 
 
@@ -85,7 +85,7 @@ def test_multi_turn_predictions_are_scored_per_turn():
         rec("mr", grid(B), grid(B), turn=1, id="2"),
         rec("mr", grid(B), grid(B), turn=2, id="2"),
     ]
-    out = score_records(records, "VG")
+    out = score_task(records, "VG")
     assert sorted(out["per_turn"]) == ["0", "1", "2"]
     assert out["per_turn"]["0"]["micro"]["Recall@0.5"] == 1.0 and out["per_turn"]["0"]["n"] == 2
     assert out["per_turn"]["1"]["per_modality"]["ct"]["Recall@0.5"] == 0.0
@@ -93,24 +93,24 @@ def test_multi_turn_predictions_are_scored_per_turn():
     assert out["per_turn"]["1"]["macro"]["Recall@0.5"] == 0.5
     assert out["per_turn"]["2"]["n"] == 1 and list(out["per_turn"]["2"]["per_modality"]) == ["mr"]
     assert out["micro"]["Recall@0.5"] == pytest.approx(4 / 5)  # all turns pooled
-    assert "per_turn" not in score_records(records[:1], "VG")
+    assert "per_turn" not in score_task(records[:1], "VG")
 
 
 def test_the_summary_flags_sprayed_boxes_and_listed_names(tmp_path):
     import json
 
-    from paddlemix.bird.evaluate import format_table, score_warnings
-    from paddlemix.bird.report import write_summary
+    from paddlemix.bird.metrics.evaluate import format_table, score_warnings
+    from paddlemix.bird.metrics.report import write_summary
 
     spray = "".join(grid((x, 0, x + 100, 100)) for x in range(0, 900, 100))
-    vg = score_records([rec("ct", grid(A), spray)], "VG")
-    ro = score_records([rec("ct", "liver", "liver, spleen, left kidney"), rec("ct", "spleen", "liver, spleen")], "RO")
+    vg = score_task([rec("ct", grid(A), spray)], "VG")
+    ro = score_task([rec("ct", "liver", "liver, spleen, left kidney"), rec("ct", "spleen", "liver, spleen")], "RO")
     (vg_warning,) = score_warnings(vg)
     assert "Recall@0.5 1.0000 but match_precision@0.5 0.1111 (9 predicted boxes for 1 reference boxes)" in vg_warning
     (ro_warning,) = score_warnings(ro)
     assert ro_warning.startswith("RO: accuracy 1.0000 but exact_match 0.0000")
     assert "warning: VG: Recall@0.5" in format_table(vg)
-    assert score_warnings(score_records([rec("ct", grid(A), grid(A))], "VG")) == []
+    assert score_warnings(score_task([rec("ct", grid(A), grid(A))], "VG")) == []
     paths = []
     for metrics in (vg, ro):
         paths.append(str(tmp_path / f"metrics_{metrics['task']}.json"))

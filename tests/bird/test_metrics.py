@@ -4,17 +4,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paddlemix.bird.metrics import (
-    clean_response,
-    clean_upstream,
-    normalize_answer,
-    ro_accuracy,
-    ro_exact_match,
-    score_records,
-    score_ro,
-    score_vg,
-    vg_record_score,
-)
+from paddlemix.bird.metrics.grounding import score_vg, vg_record_score
+from paddlemix.bird.metrics.naming import normalize_answer, ro_accuracy, ro_exact_match, score_ro
+from paddlemix.bird.metrics.params import Params
+from paddlemix.bird.metrics.records import clean_response, clean_upstream
+from paddlemix.bird.metrics.score import score_task
 
 A = "<box>(0,0),(100,100)</box>"  # area 10000
 B = "<box>(200,200),(300,300)</box>"
@@ -88,11 +82,11 @@ def test_vg_per_modality_macro_micro_by_hand():
 
 
 def test_vg_threshold_is_a_parameter_and_names_the_keys():
-    out = score_vg([r for r, _ in VG_RECORDS[:2]], iou_threshold=0.4)
+    out = score_vg([r for r, _ in VG_RECORDS[:2]], Params(iou_threshold=0.4))
     ct = out["per_modality"]["ct"]
     assert (ct["Recall@0.4"], ct["match_recall@0.4"], ct["Acc@0.5"], ct["Acc@0.75"]) == (1.0, 1.0, 1.0, 0.5)
     assert "Recall@0.5" not in ct and "match_precision@0.4" in out["definitions"]
-    out = score_vg([r for r, _ in VG_RECORDS[:2]], iou_threshold=0.75)
+    out = score_vg([r for r, _ in VG_RECORDS[:2]], Params(iou_threshold=0.75))
     assert out["per_modality"]["ct"]["Recall@0.75"] == 0.5
     assert out["per_modality"]["ct"]["match_recall@0.75"] == 0.5
 
@@ -157,16 +151,16 @@ def test_clean_upstream_reproduces_the_original_scripts():
 
 def test_clean_is_applied_before_scoring():
     records = [rec("ct", "liver", "<|im_start|>assistant\nliver\n<|im_end|>")]
-    assert score_records(records, "RO")["micro"]["exact_match"] == 0.0
-    cleaned = score_records(records, "RO", clean="upstream")
+    assert score_task(records, "RO")["micro"]["exact_match"] == 0.0
+    cleaned = score_task(records, "RO", Params(clean="upstream"))
     assert cleaned["micro"]["exact_match"] == 1.0 and cleaned["clean"] == "upstream"
 
 
 def test_bootstrap_is_seeded_and_brackets_the_estimate():
     records = [r for r, _ in VG_RECORDS] * 5
-    a = score_records(records, "VG", bootstrap=200, seed=1)
-    b = score_records(records, "VG", bootstrap=200, seed=1)
-    c = score_records(records, "VG", bootstrap=200, seed=2)
+    a = score_task(records, "VG", Params(bootstrap=200, seed=1))
+    b = score_task(records, "VG", Params(bootstrap=200, seed=1))
+    c = score_task(records, "VG", Params(bootstrap=200, seed=2))
     assert a["ci95"] == b["ci95"] and a["ci95"] != c["ci95"]
     assert a["bootstrap"]["n"] == 200 and a["bootstrap"]["seed"] == 1
     for key in ("macro", "micro"):
@@ -177,26 +171,26 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate():
         for name, (lo, hi) in a["ci95"][key].items():
             assert 0.0 <= lo <= a[key][name] <= hi <= 1.0
     # Every record of a modality alike: nothing to resample, the interval is the point.
-    same = score_records([rec("ct", "liver", "liver")] * 4 + [rec("mr", "liver", "lung")] * 3, "RO", bootstrap=50)
+    same = score_task([rec("ct", "liver", "liver")] * 4 + [rec("mr", "liver", "lung")] * 3, "RO", Params(bootstrap=50))
     assert same["ci95"]["macro"]["accuracy"] == [0.5, 0.5]
-    assert "ci95" not in score_records(records, "VG")
+    assert "ci95" not in score_task(records, "VG")
 
 
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="unknown task"):
-        score_records([rec("ct", "a", "a")], "VQA")
+        score_task([rec("ct", "a", "a")], "VQA")
     with pytest.raises(ValueError, match="no RO records"):
-        score_records([], "RO")
+        score_task([], "RO")
     with pytest.raises(ValueError, match="iou_threshold"):
-        score_records([rec("ct", A, A)], "VG", iou_threshold=1.5)
+        score_task([rec("ct", A, A)], "VG", Params(iou_threshold=1.5))
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.one_of(st.none(), st.text(max_size=60), st.sampled_from([A, B, "<box>(1,", "(5,5),(5,9)", "<ref>x</ref>"])), min_size=1, max_size=6))
 def test_any_response_is_scored_never_crashes(responses):
     records = [rec(["ct", "mr"][i % 2], "<ref>x</ref>" + A, r) for i, r in enumerate(responses)]
-    vg = score_records(records, "VG")
-    ro = score_records(records, "RO")
+    vg = score_task(records, "VG")
+    ro = score_task(records, "RO")
     for out in (vg, ro):
         for scores in list(out["per_modality"].values()) + [out["macro"], out["micro"]]:
             assert all(0.0 <= v <= 1.0 for k, v in scores.items() if not k.startswith("n"))
@@ -204,33 +198,33 @@ def test_any_response_is_scored_never_crashes(responses):
 
 def test_spice_runs_only_with_corenlp_installed(tmp_path, monkeypatch):
     """SPICE is attempted only when its jars are already on disk; nothing is ever downloaded."""
-    from paddlemix.bird import metrics
+    from paddlemix.bird.metrics import java
 
     (tmp_path / "spice" / "lib").mkdir(parents=True)
     (tmp_path / "spice" / "spice-1.0.jar").write_bytes(b"")
-    monkeypatch.setattr(metrics, "_pycocoevalcap_dir", lambda *parts: str(tmp_path.joinpath(*parts)))
-    reason = metrics.spice_unavailable_reason()
+    monkeypatch.setattr(java, "_pycocoevalcap_dir", lambda *parts: str(tmp_path.joinpath(*parts)))
+    reason = java.spice_unavailable_reason()
     assert "stanford-corenlp-3.6.0.jar" in reason and "stanford-corenlp-3.6.0-models.jar" in reason
     assert "never" in reason
     for name in ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar"):
         (tmp_path / "spice" / "lib" / name).write_bytes(b"")
-    monkeypatch.setattr(metrics.shutil, "which", lambda name: "/usr/bin/java")
-    assert metrics.spice_unavailable_reason() is None
+    monkeypatch.setattr(java.shutil, "which", lambda name: "/usr/bin/java")
+    assert java.spice_unavailable_reason() is None
 
 
 def test_spice_scores_are_read_per_record(monkeypatch):
     import pycocoevalcap.spice.spice as spice_module
 
-    from paddlemix.bird import metrics
+    from paddlemix.bird.metrics import java
 
     class FakeSpice:
         def compute_score(self, gts, res):
             assert sorted(gts) == sorted(res) == [0, 1, 2]
             return 0.5, [{"All": {"f": 0.25}}, {"All": {"f": 0.5}}, {"All": {"f": 0.75}}]
 
-    monkeypatch.setattr(metrics, "spice_unavailable_reason", lambda: None)
+    monkeypatch.setattr(java, "spice_unavailable_reason", lambda: None)
     monkeypatch.setattr(spice_module, "Spice", FakeSpice)
-    rows, reason = metrics._spice_scores({i: ["a"] for i in range(3)}, {i: ["b"] for i in range(3)})
+    rows, reason = java.spice_scores({i: ["a"] for i in range(3)}, {i: ["b"] for i in range(3)})
     assert reason is None and rows.tolist() == [0.25, 0.5, 0.75]
 
     class BrokenSpice:
@@ -238,12 +232,12 @@ def test_spice_scores_are_read_per_record(monkeypatch):
             raise OSError("java ran out of memory")
 
     monkeypatch.setattr(spice_module, "Spice", BrokenSpice)
-    rows, reason = metrics._spice_scores({0: ["a"]}, {0: ["b"]})
+    rows, reason = java.spice_scores({0: ["a"]}, {0: ["b"]})
     assert rows is None and reason == "SPICE failed: OSError: java ran out of memory"
 
 
 def test_mbmr_is_the_six_metric_mean_worked_by_hand():
-    from paddlemix.bird.metrics import add_mbmr
+    from paddlemix.bird.metrics.aggregate import add_mbmr
 
     scores = {"BLEU-1": 0.6, "BLEU-2": 0.45, "BLEU-3": 0.3, "BLEU-4": 0.21, "METEOR": 0.24, "ROUGE-L": 0.48, "CIDEr": 2.0}
     # (0.6 + 0.45 + 0.3 + 0.21 + 0.24 + 0.48) / 6 = 2.28 / 6 = 0.38; CIDEr is not part of it.

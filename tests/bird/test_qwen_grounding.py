@@ -4,8 +4,10 @@ import json
 
 import pytest
 
-from paddlemix.bird.evaluate import PredictionFileError, evaluate_file, main
-from paddlemix.bird.qwen_grounding import first_box, prefill, raw_prompt, record_phrase, score_qwen_grounding
+from paddlemix.bird.metrics.evaluate import PredictionFileError, evaluate_file
+from paddlemix.bird.metrics.qwen_grounding import first_box, prefill, raw_prompt, record_phrase, score_qwen_grounding
+from paddlemix.cli import run
+from paddlemix.tools.eval import main
 from paddlemix.datasets.refcoco import RefCocoError, is_refcoco_file, load_refcoco
 
 
@@ -68,7 +70,7 @@ def test_eval_cli_keeps_the_protocols_apart(tmp_path, capsys):
                  prefill="<ref>dog</ref><box>")]
     pred = write(tmp_path / "pred_VG.jsonl", rows)
     out_json = tmp_path / "m.json"
-    assert main(["--pred_file", pred, "--out_json", str(out_json), "--protocol", "qwen_vl_grounding"]) == 0
+    assert run(main, ["--pred_file", pred, "--out_json", str(out_json), "--protocol", "qwen_vl_grounding"]) == 0
     metrics = json.loads(out_json.read_text())
     assert metrics["micro"] == {"Precision@1": 1.0} and metrics["protocol"] == "qwen_vl_grounding"
     assert "Precision@1" in capsys.readouterr().out

@@ -6,15 +6,16 @@ import os
 
 import pytest
 
-from paddlemix.bird.metrics import vg_metric_names
-from paddlemix.bird.report import (
+from paddlemix.bird.metrics.keys import vg_metric_names
+from paddlemix.bird.metrics.report import (
     best_runs,
     comparison_table,
     load_run,
-    main,
     per_modality_comparison,
     write_comparison,
 )
+from paddlemix.cli import run
+from paddlemix.tools.report import main
 
 VG_KEYS = vg_metric_names()  # Recall@0.5 first, parse_failure_rate last
 
@@ -85,14 +86,14 @@ def test_write_comparison_markdown_and_csv(runs, tmp_path):
 
 def test_cli_compare_and_errors(runs, tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main(["--out_dir", str(out), "--compare"] + [f"{n}={d}" for n, d in runs] + ["--note", "hello"]) == 0
+    assert run(main, ["--out_dir", str(out), "--compare"] + [f"{n}={d}" for n, d in runs] + ["--note", "hello"]) == 0
     assert (out / "summary.md").read_text().rstrip().endswith("hello")
-    assert main(["--out_dir", str(out), "--compare", f"a={tmp_path / 'nothing'}"]) == 2
+    assert run(main, ["--out_dir", str(out), "--compare", f"a={tmp_path / 'nothing'}"]) == 2
     assert "no metrics_<TASK>.json files" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["--out_dir", str(out)])  # neither metrics files nor --compare
+        run(main, ["--out_dir", str(out)])  # neither metrics files nor --compare
     with pytest.raises(SystemExit):
-        main(["--out_dir", str(out), "--compare", "no-equals-sign"])
+        run(main, ["--out_dir", str(out), "--compare", "no-equals-sign"])
 
 
 def test_duplicate_run_names_are_refused(runs, tmp_path):

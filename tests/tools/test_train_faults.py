@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 from tests.tools.train_helpers import DEMO_CONFIG, ROOT, train_args, train_env

@@ -56,7 +56,7 @@ if [ $# -eq 0 ]; then
     echo "error: nothing scored in $PRED_DIR" >&2
     exit 2
 fi
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m paddlemix.bird.report --out_dir "$OUT_DIR" "$@" || exit $?
+PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m paddlemix.tools.report --out_dir "$OUT_DIR" "$@" || exit $?
 # The paper's table from the metrics just written (rows without predictions say so).
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m paddlemix.tools.paper_table --pred_dir "$PRED_DIR" \
     --metrics_dir "$OUT_DIR" --metrics_only || exit $?

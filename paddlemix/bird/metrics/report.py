@@ -1,37 +1,22 @@
 """Summaries of metrics files: one run's table (rows task × metric, columns modalities + macro), or
 several runs side by side (rows task × metric, one column per run).
 
-``python -m paddlemix.bird.report --out_dir DIR metrics_VG.json metrics_RO.json ...`` writes
+``python -m paddlemix.tools.report --out_dir DIR metrics_VG.json metrics_RO.json ...`` writes
 ``DIR/summary.csv`` (full precision, empty cell where a task has no such modality or a metric is
 null) and ``DIR/summary.md`` (the same table, four decimals, with each task's record count).
 
-``python -m paddlemix.bird.report --out_dir DIR --compare trained=RUN1 untrained=RUN2 ...`` reads
+``python -m paddlemix.tools.report --out_dir DIR --compare trained=RUN1 untrained=RUN2 ...`` reads
 the ``metrics_<TASK>.json`` files in each run directory and writes ``DIR/summary.md`` (macro and
 micro tables, a column per run and the best run per metric) and ``DIR/summary.csv``.
 """
 
-import argparse
 import csv
-import json
 import os
-import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .evaluate import metric_columns, score_warnings
-from .metrics import modality_order
-from .tasks import SCORED_TASKS
-
-
-def load_metrics(paths: Sequence[str]) -> List[dict]:
-    """Metrics dicts in task order (VG, RO, GC, MII), whatever order the paths come in."""
-    loaded = []
-    for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            metrics = json.load(handle)
-        if not isinstance(metrics, dict) or metrics.get("task") not in SCORED_TASKS or "per_modality" not in metrics:
-            raise ValueError(f"{path}: not a BiRD metrics file (needs 'task' and 'per_modality')")
-        loaded.append(metrics)
-    return sorted(loaded, key=lambda m: SCORED_TASKS.index(m["task"]))
+from ..tasks import SCORED_TASKS
+from .evaluate import load_metrics, load_metrics_dir, metric_columns, score_warnings
+from .records import modality_order
 
 
 def summary_table(all_metrics: Sequence[dict]) -> Tuple[List[str], List[List[object]]]:
@@ -84,11 +69,10 @@ LOWER_IS_BETTER = frozenset({"parse_failure_rate"})
 
 def load_run(run_dir: str) -> List[dict]:
     """The metrics of one run: every ``metrics_<TASK>.json`` in ``run_dir``, in task order."""
-    paths = [os.path.join(run_dir, f"metrics_{task}.json") for task in SCORED_TASKS]
-    paths = [p for p in paths if os.path.isfile(p)]
-    if not paths:
+    metrics = list(load_metrics_dir(run_dir).values())
+    if not metrics:
         raise ValueError(f"{run_dir}: no metrics_<TASK>.json files (run eval.py or eval_all.sh first)")
-    return load_metrics(paths)
+    return metrics
 
 
 def best_runs(metric: str, values: Dict[str, Optional[float]]) -> List[str]:
@@ -189,38 +173,3 @@ def write_comparison(runs: Sequence[Tuple[str, str]], out_dir: str, notes: Seque
         if notes:
             handle.write("\n" + "\n".join(notes) + "\n")
     return md_path, csv_path
-
-
-def _parse_run(text: str) -> Tuple[str, str]:
-    name, sep, run_dir = text.partition("=")
-    if not sep or not name or not run_dir:
-        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
-    return name, run_dir
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Summarise BiRD metrics files into summary.md and summary.csv.")
-    parser.add_argument("--out_dir", required=True, help="directory for summary.md and summary.csv")
-    parser.add_argument("metrics_files", nargs="*", help="metrics_<TASK>.json files written by eval.py")
-    parser.add_argument("--compare", nargs="+", type=_parse_run, metavar="NAME=DIR",
-                        help="compare runs instead: each DIR holds one run's metrics_<TASK>.json files")
-    parser.add_argument("--note", action="append", default=[], help="a line to append to a comparison (repeatable)")
-    args = parser.parse_args(argv)
-    if bool(args.metrics_files) == bool(args.compare):
-        parser.error("give either metrics files (one run) or --compare NAME=DIR ... (several runs)")
-    try:
-        if args.compare:
-            md_path, csv_path = write_comparison(args.compare, args.out_dir, args.note)
-        else:
-            md_path, csv_path = write_summary(args.metrics_files, args.out_dir)
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {md_path} and {csv_path}")
-    return 0
-
-
-if __name__ == "__main__":
-    from paddlemix.cli import run
-
-    sys.exit(run(main))

@@ -6,15 +6,16 @@ BiRD (MICCAI 2024) reports, in %, on the Med-GRIT-270k test split and on LLaVA-M
     MII mBMR        52.17      QA  mBMR (LLaVA-Med)   10.55
 
 "This run" is the macro value (unweighted mean over modalities, the paper's headline) from the
-metrics files ``metrics_<TASK>.json`` written by ``tests/models/BiRD/eval.py``. ``mBMR`` is the mean of
-BLEU-1..4, METEOR and ROUGE-L, as ClinKD (arXiv 2502.05928) computes it with BiRD's scripts (see
-:mod:`paddlemix.bird.metrics`). A metric that could not
-be computed (SPICE without its Java models) is shown as unavailable with the reason.
+metrics files ``metrics_<TASK>.json`` written by ``python -m paddlemix.tools.eval``. ``mBMR`` is
+the mean of BLEU-1..4, METEOR and ROUGE-L, as ClinKD (arXiv 2502.05928) computes it with BiRD's
+scripts (see :mod:`paddlemix.bird.metrics.keys`). A metric that could not be computed (SPICE
+without its Java models) is shown as unavailable with the reason.
 """
 
-import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from ..jsonio import write_json_atomic
 
 # (task, metric key in the metrics file, label, the paper's value in %)
 PAPER_ROWS: Tuple[Tuple[str, str, str, float], ...] = (
@@ -24,9 +25,10 @@ PAPER_ROWS: Tuple[Tuple[str, str, str, float], ...] = (
     ("MII", "mBMR", "medical image analysis, mBMR", 52.17),
     ("QA", "mBMR", "LLaVA-Med QA, mBMR", 10.55),
 )
+PAPER_TASKS = tuple(dict.fromkeys(task for task, _, _, _ in PAPER_ROWS))
 
 
-def _macro(metrics: dict, key: str) -> Tuple[Optional[float], Optional[str]]:
+def _macro_percent(metrics: dict, key: str) -> Tuple[Optional[float], Optional[str]]:
     """A macro value in % and, when it is missing, why."""
     value = (metrics.get("macro") or {}).get(key)
     if value is None:
@@ -43,7 +45,7 @@ def paper_rows(metrics_by_task: Dict[str, dict]) -> List[dict]:
         if metrics is None:
             ours, note = None, f"no {task} predictions scored"
         else:
-            ours, note = _macro(metrics, key)
+            ours, note = _macro_percent(metrics, key)
         rows.append(
             {
                 "task": task,
@@ -57,16 +59,6 @@ def paper_rows(metrics_by_task: Dict[str, dict]) -> List[dict]:
             }
         )
     return rows
-
-
-def load_metrics_dir(metrics_dir: str, tasks: Sequence[str] = tuple(r[0] for r in PAPER_ROWS)) -> Dict[str, dict]:
-    found = {}
-    for task in tasks:
-        path = os.path.join(metrics_dir, f"metrics_{task}.json")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                found[task] = json.load(f)
-    return found
 
 
 def format_markdown(rows: Sequence[dict]) -> str:
@@ -94,7 +86,5 @@ def write_paper_table(metrics_by_task: Dict[str, dict], out_dir: str) -> Tuple[s
     markdown = format_markdown(rows)
     with open(md_path, "w", encoding="utf-8") as f:
         f.write("# This run vs the BiRD paper\n\n" + markdown)
-    with open(json_path, "w", encoding="utf-8") as f:
-        json.dump({"rows": rows, "this_run": "macro over modalities", "units": "%"}, f, indent=2)
-        f.write("\n")
+    write_json_atomic(json_path, {"rows": rows, "this_run": "macro over modalities", "units": "%"}, indent=2)
     return md_path, json_path, markdown

@@ -5,21 +5,21 @@ Qwen-VL prompts with the phrase already given and the box opened, ``<img>PATH</i
 decodes greedily, reads the **first** ``(x1,y1),(x2,y2)`` pair of the continuation, scales it by
 /999 to the image and counts a hit at **IoU >= 0.5** with the one reference box; the score is the
 hit rate over all records ("Precision@1", micro). BiRD's protocol (the question in, any predicted
-box with IoU > 0.5 per reference box, macro over modalities) is :func:`paddlemix.bird.metrics.score_vg`;
+box with IoU > 0.5 per reference box, macro over modalities) is :func:`paddlemix.bird.metrics.grounding.score_vg`;
 the two never share a number or a key.
 
 IoU is unchanged by scaling each axis, so a record's IoU is computed on image-normalised boxes:
 the prediction / 999, the reference in pixels / the image size (RefCOCO-family records, which
 carry ``bbox``, ``width`` and ``height``) or its first grid box / 1000 (Med-GRIT VG records).
-Standard library only.
+Its arithmetic is plain Python.
 """
 
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .boxes import GRID, parse_boxes
-from .metrics import modality_order, record_modality
-from .tasks import VG
+from ..boxes import GRID, parse_boxes
+from ..tasks import VG
+from .records import modality_order, record_modality
 
 PROTOCOL = "qwen_vl_grounding"
 PRECISION = "Precision@1"

@@ -1,19 +1,21 @@
-"""Score a prediction JSONL file: read and validate it, compute the task's metrics, write metrics JSON.
+"""Prediction files in, metrics files out: read and validate a prediction JSONL, score it, write and read metrics JSON.
 
-``python tests/models/BiRD/eval.py`` is a thin wrapper around :func:`main`; tests call the same
-functions. Nothing here imports paddle or paddlenlp.
+The command line is ``python -m paddlemix.tools.eval`` (``tests/models/BiRD/eval.py`` wraps it).
+Nothing here imports paddle or paddlenlp.
 """
 
-import argparse
 import json
 import os
-import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from .box_formats import BOX_FORMATS, DEFAULT_BOX_FORMAT, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, PIXEL_FORMATS
-from .metrics import CLEAN_MODES, metric_names, modality_order, score_records
+from ...cli import json_error
+from ..jsonio import write_json_atomic
+from ..box_formats import DEFAULT_BOX_FORMAT, PIXEL_FORMATS
+from ..tasks import SCORED_TASKS, VG, check_task
+from .keys import metric_names
+from .params import ACC_THRESHOLDS, Params
 from .qwen_grounding import PRECISION, PROTOCOL, score_qwen_grounding
-from .tasks import SCORED_TASKS, VG, check_task
+from .score import score_task
 
 
 class PredictionFileError(ValueError):
@@ -111,18 +113,13 @@ def add_image_sizes(records: List[dict], image_root: Optional[str], pred_file: s
 def evaluate_file(
     pred_file: str,
     task: Optional[str] = None,
-    iou_threshold: float = 0.5,
-    bootstrap: int = 0,
-    seed: int = 0,
-    clean: str = "none",
-    box_format: str = DEFAULT_BOX_FORMAT,
+    params: Params = Params(),
     image_root: Optional[str] = None,
-    min_pixels: int = DEFAULT_MIN_PIXELS,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
     protocol: str = "bird",
 ) -> dict:
-    """Metrics of one prediction file (see :func:`paddlemix.bird.metrics.score_records`), or with
-    ``protocol="qwen_vl_grounding"`` Qwen-VL's Precision@1 (:mod:`paddlemix.bird.qwen_grounding`)."""
+    """Metrics of one prediction file (see :func:`paddlemix.bird.metrics.score.score_task`), or with
+    ``protocol="qwen_vl_grounding"`` Qwen-VL's Precision@1 (:mod:`paddlemix.bird.metrics.qwen_grounding`).
+    ``image_root`` is where pixel box formats read image sizes that records do not carry."""
     task, records = read_predictions(pred_file, task)
     prefilled = sum(1 for r in records if r.get("protocol") == PROTOCOL)
     if protocol == PROTOCOL:
@@ -139,12 +136,9 @@ def evaluate_file(
             f"{pred_file}: {prefilled} records were answered with the {PROTOCOL} prompt (the phrase and <box> "
             f"given); score them with --protocol {PROTOCOL}, not with BiRD's rules"
         )
-    if task == VG and box_format in PIXEL_FORMATS:
+    if task == VG and params.box_format in PIXEL_FORMATS:
         add_image_sizes(records, image_root, pred_file)
-    metrics = score_records(
-        records, task, iou_threshold=iou_threshold, bootstrap=bootstrap, seed=seed, clean=clean,
-        box_format=box_format, min_pixels=min_pixels, max_pixels=max_pixels,
-    )
+    metrics = score_task(records, task, params)
     metrics["pred_file"] = os.path.basename(pred_file)
     metrics["warnings"] = score_warnings(metrics)
     return metrics
@@ -188,20 +182,18 @@ def score_warnings(metrics: dict) -> List[str]:
 
 
 def write_metrics(metrics: dict, out_json: str) -> None:
-    directory = os.path.dirname(os.path.abspath(out_json))
-    os.makedirs(directory, exist_ok=True)
-    tmp = out_json + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(metrics, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-    os.replace(tmp, out_json)
+    """Write a metrics dict as JSON, atomically (a reader never sees half a file)."""
+    os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
+    write_json_atomic(out_json, metrics, indent=2)
 
 
 def metric_columns(metrics: dict) -> List[str]:
     """The metric keys of a metrics dict, in report order."""
     if metrics.get("protocol") == PROTOCOL:
         return [PRECISION]
-    return list(metric_names(metrics["task"], metrics.get("iou_threshold", 0.5)))
+    # The Acc@a set the file was scored with (Params.acc_thresholds), read back from its keys.
+    acc = tuple(float(key[len("Acc@"):]) for key in metrics.get("macro", {}) if key.startswith("Acc@"))
+    return list(metric_names(metrics["task"], metrics.get("iou_threshold", 0.5), acc or ACC_THRESHOLDS))
 
 
 def _fmt(value) -> str:
@@ -238,43 +230,28 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Score BiRD predictions (prediction JSONL) per modality.")
-    parser.add_argument("--task", type=str.upper, choices=SCORED_TASKS, help="task to score (required if the file has no 'task' fields)")
-    parser.add_argument("--pred_file", required=True, help="prediction JSONL written by inference")
-    parser.add_argument("--out_json", required=True, help="where to write the metrics JSON")
-    parser.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for 95%% intervals (0: none)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    parser.add_argument("--clean", choices=CLEAN_MODES, default="none", help="'upstream' strips raw special tokens as the original scripts did")
-    parser.add_argument("--iou", type=float, default=0.5, help="VG IoU threshold")
-    parser.add_argument("--box_format", choices=BOX_FORMATS, default=DEFAULT_BOX_FORMAT,
-                        help="how VG responses write boxes (see paddlemix.bird.box_formats); default: Qwen-VL's grid")
-    parser.add_argument("--image_root", default=None,
-                        help="folder of the records' images, to read their size for the pixel box formats")
-    parser.add_argument("--min_pixels", type=int, default=DEFAULT_MIN_PIXELS, help="qwen25_vl: smart_resize min_pixels")
-    parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS, help="qwen25_vl: smart_resize max_pixels")
-    parser.add_argument("--protocol", choices=("bird", PROTOCOL), default="bird",
-                        help=f"bird: BiRD's metrics (default); {PROTOCOL}: Qwen-VL's Precision@1 (VG, phrase pre-filled)")
-    return parser
+def read_metrics(path: str) -> dict:
+    """One metrics file written by :func:`write_metrics`; raises naming the file if it is not one."""
+    with open(path, encoding="utf-8") as handle:
+        try:
+            metrics = json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON: {json_error(exc)}") from None
+    if not isinstance(metrics, dict) or metrics.get("task") not in SCORED_TASKS or "per_modality" not in metrics:
+        raise ValueError(f"{path}: not a BiRD metrics file (needs 'task' and 'per_modality')")
+    return metrics
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        metrics = evaluate_file(
-            args.pred_file, args.task, args.iou, args.bootstrap, args.seed, args.clean,
-            args.box_format, args.image_root, args.min_pixels, args.max_pixels, args.protocol,
-        )
-    except (PredictionFileError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    write_metrics(metrics, args.out_json)
-    print(format_table(metrics))
-    print(f"wrote {args.out_json}")
-    return 0
+def load_metrics(paths: Sequence[str]) -> List[dict]:
+    """Metrics dicts in task order (VG, RO, GC, MII, QA), whatever order the paths come in."""
+    return sorted((read_metrics(path) for path in paths), key=lambda m: SCORED_TASKS.index(m["task"]))
 
 
-if __name__ == "__main__":
-    from paddlemix.cli import run
-
-    sys.exit(run(main))
+def load_metrics_dir(metrics_dir: str, tasks: Sequence[str] = SCORED_TASKS) -> Dict[str, dict]:
+    """The ``metrics_<TASK>.json`` files of ``tasks`` present in ``metrics_dir``, by task, in ``tasks`` order."""
+    found = {}
+    for task in tasks:
+        path = os.path.join(metrics_dir, f"metrics_{task}.json")
+        if os.path.isfile(path):
+            found[task] = read_metrics(path)
+    return found

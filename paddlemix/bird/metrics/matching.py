@@ -12,7 +12,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from .boxes import iou
+from ..boxes import iou
 
 
 def max_weight_assignment(weights: np.ndarray) -> List[Tuple[int, int]]:
