@@ -1,4 +1,4 @@
-"""The metric keys of each task, in report order (DESIGN.md §3: the names metrics files carry)."""
+"""The metric keys of each task, in report order (docs/ARCHITECTURE.md, "Metrics files": the names they carry)."""
 
 from typing import Sequence, Tuple
 

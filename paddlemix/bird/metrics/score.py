@@ -20,7 +20,7 @@ def _score(records: Sequence[dict], task: str, params: Params) -> dict:
 
 
 def score_task(records: Sequence[dict], task: str, params: Params = Params()) -> dict:
-    """The metrics of records of one task (DESIGN.md §3's metrics dict), plus ``clean``.
+    """The metrics of records of one task (docs/ARCHITECTURE.md, "Metrics files"), plus ``clean``.
 
     ``params.clean`` is applied to each response first (see :func:`.records.clean_response`); VG
     responses are read in ``params.box_format``. Records of several turns (``--all_turns``
