@@ -34,6 +34,9 @@ from paddlemix.bird.tasks import modality_of
 LONG_SIDE = 256  # output images are scaled so that their long side has this many pixels
 MIN_MASK_AREA = 64  # connected pieces smaller than this (output pixels) are omitted
 SLAB_SLICES = 12  # source slices per case for volumes
+# The head CT holds only 106 slices: slabs of 12 leave one test case, on which one generic box
+# fits both classes; slabs of 6 put two slabs at different heights in test (seed 0).
+CT_SLAB_SLICES = 6
 DEFAULT_MAX_IMAGES = 500
 
 MRICRON_TEMPLATES = Path("/usr/share/mricron/templates")
@@ -162,8 +165,8 @@ def connected_instances(mask: np.ndarray, class_id: int, min_area: int = MIN_MAS
     return pieces
 
 
-def slab_case(index: int, first: int, prefix: str = "slab") -> str:
-    return f"{prefix}{(index - first) // SLAB_SLICES:02d}"
+def slab_case(index: int, first: int, prefix: str = "slab", slices: int = SLAB_SLICES) -> str:
+    return f"{prefix}{(index - first) // slices:02d}"
 
 
 # ----------------------------------------------------------------------------- sources
@@ -306,7 +309,7 @@ def invesalius_source(project: Path = INVESALIUS_PROJECT) -> DemoSource:
             inside = head_piece.full(size) > 0
             bone_slice = resize_labels(bone[index, ::-1], size) & inside
             instances = connected_instances(bone_slice, classes["bone"]) + [head_piece]
-            source.images.append(DemoImage(slab_case(index, 0), f"z_{index:04d}", pixels, instances))
+            source.images.append(DemoImage(slab_case(index, 0, slices=CT_SLAB_SLICES), f"z_{index:04d}", pixels, instances))
     bone_range = "–".join(str(v) for v in bone_meta["threshold_range"])
     head_range = "–".join(str(v) for v in head_meta["threshold_range"])
     source.sources_md = f"""## invesalius (ct_00)
@@ -323,7 +326,7 @@ def invesalius_source(project: Path = INVESALIUS_PROJECT) -> DemoSource:
   bone threshold) and keeps every 8-connected piece of at least {MIN_MASK_AREA} px.
 - Conversion: window level {CT_WINDOW[0]:g} HU / width {CT_WINDOW[1]:g} HU to 8 bit; rows flipped so
   that anterior is at the top; {LONG_SIDE} px images (the source size).
-- Cases: `slabNN` = {SLAB_SLICES} consecutive axial slices of the one subject.
+- Cases: `slabNN` = {CT_SLAB_SLICES} consecutive axial slices of the one subject.
 """
     return source
 
@@ -507,8 +510,8 @@ packages. Nothing here was drawn or synthesised by this project; the conversion 
 slices, tiles, resizes and splits masks into connected pieces.
 
 Every package holds a single subject, so a *case* (the unit a train/test split groups by) is a
-contiguous slab of {SLAB_SLICES} slices of a volume or one tile of a large 2-D image: neighbouring
-slices stay on one side of a split. Cases of one dataset still share the subject, so a split by
+contiguous slab of slices of a volume (its size is in the source's section) or one tile of a large
+2-D image: neighbouring slices stay on one side of a split. Cases of one dataset still share the subject, so a split by
 case measures generalisation across slice positions, not across people.
 
 """

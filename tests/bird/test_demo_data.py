@@ -11,7 +11,7 @@ from PIL import Image
 from scipy import ndimage
 
 from paddlemix.bird import demo_data
-from paddlemix.tools import build_demo_data
+from paddlemix.tools import build_demo_data, build_medgrit
 
 IMAGE_NAME = re.compile(
     r"^(?P<modality_sub>(?P<modality>[a-z0-9]+)_[a-z0-9]+)--(?P<dataset>[A-Za-z0-9]+)"
@@ -140,6 +140,24 @@ def test_full_set_counts_cases_and_manifest(full_set):
     sources_md = (full_set / "SOURCES.md").read_text()
     for needle in ("mricron-data", "invesalius-examples", "stardist", "BSD-3-clause", "GPL-2", "BSD 3-Clause"):
         assert needle in sources_md
+
+
+@pytest.mark.slow
+def test_ct_slabs_of_six_slices_put_two_slabs_in_the_default_test_split(full_set, tmp_path):
+    """One CT test slab let one generic box fit every CT question; six-slice slabs give two."""
+    ct_names = [IMAGE_NAME.match(Path(image).name) for image in _load(full_set, "SAMed2D_v1.json")
+                if Path(image).name.startswith("ct_")]
+    for match in ct_names:
+        assert match["case"] == f"slab{int(match['position'][2:]) // 6:02d}", match.group(0)
+    n_cases = len({match["case"] for match in ct_names})
+    # the demo's split: round(0.1 * cases) test cases per modality (split_cases, seed 0)
+    assert n_cases == 18 and round(0.1 * n_cases) == 2
+    out_dir = tmp_path / "medgrit"
+    assert build_medgrit.main(["--sa_root", str(full_set), "--out_dir", str(out_dir), "--max_turns", "3",
+                               "--split_turns", "VG,RO", "--test_questions", "4", "--no_progress"]) == 0
+    test_vg = _load(out_dir, "test_VG.json")
+    ct_slabs = {record["id"].split("--")[2] for record in test_vg if record["id"].startswith("ct_")}
+    assert len(ct_slabs) == 2
 
 
 @pytest.mark.slow
