@@ -65,7 +65,6 @@ def greedy_decode(
     return np.stack(new_ids, axis=1) if new_ids else np.zeros([batch, 0], dtype=np.int64)
 
 
-@paddle.no_grad()
 def left_padded_batch(sequences: Sequence[Sequence[int]], pad_id: int, images=None):
     """``(ids, mask, images)`` for sequences of different lengths: ids and mask [B, L] int64 numpy,
     each row LEFT-padded with ``pad_id`` (mask 0 there), so every row ends at the last column where
@@ -83,6 +82,7 @@ def left_padded_batch(sequences: Sequence[Sequence[int]], pad_id: int, images=No
     return ids, mask, images
 
 
+@paddle.no_grad()
 def generate_batch(
     model: QWenVLForCausalLM,
     tokenizer,

@@ -99,6 +99,21 @@ def test_images_are_encoded_once_with_the_cache(tiny_model, tiny_pixels, prompts
         hook.remove()
 
 
+@pytest.mark.parametrize("decode_strategy", ["greedy_search", "sampling"])
+def test_generation_builds_no_autograd_graph(tiny_model, tiny_pixels, prompts, decode_strategy):
+    """Decoding keeps no graph: every forward it runs returns logits that stop gradients."""
+    tracked = []
+    def record(layer, inputs, out):  # PaddleNLP's generate asks for tuples: (logits, cache)
+        tracked.append((out[0] if isinstance(out, tuple) else out.logits).stop_gradient)
+
+    hook = tiny_model.register_forward_post_hook(record)
+    try:
+        generate_batch(tiny_model, None, prompts, tiny_pixels[:2], max_new_tokens=3, decode_strategy=decode_strategy)
+    finally:
+        hook.remove()
+    assert tracked and all(tracked)
+
+
 def test_sampling(tiny_model, tiny_pixels, prompts):
     pixels = tiny_pixels[:2]
     greedy = generate_batch(tiny_model, None, prompts, pixels, max_new_tokens=MAX_NEW)
