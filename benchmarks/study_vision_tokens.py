@@ -19,25 +19,23 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from paddlemix.models.qwen_vl.builder import RESAMPLER_INITS, build_model  # noqa: E402
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="demo")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--resampler_init", choices=("random", "spatial"), default="random")
+    p.add_argument("--resampler_init", choices=RESAMPLER_INITS, default="random")
     p.add_argument("--image_dir", default=os.path.join(ROOT, "data/demo/sa_med2d/images"))
     args = p.parse_args(argv)
 
     import paddle
 
-    from paddlemix.models.qwen_vl import QWenVLConfig, QWenVLForCausalLM
     from paddlemix.processors.image_processing import QWenVLImageProcessor
 
-    paddle.seed(args.seed)
-    config = QWenVLConfig.from_preset(args.preset)
-    model = QWenVLForCausalLM(config)
-    if args.resampler_init == "spatial":
-        model.transformer.visual.attn_pool.init_spatial()
+    model = build_model(preset=args.preset, seed=args.seed, resampler_init=args.resampler_init)
+    config = model.config
     files = (sorted(glob.glob(os.path.join(args.image_dir, "mr*.png")))[::12][:16]
              + sorted(glob.glob(os.path.join(args.image_dir, "ct*.png")))[::10][:8])
     if not files:

@@ -116,3 +116,12 @@ def test_per_modality_comparison_of_the_headline_scores(tmp_path):
     ]
     md = open(write_comparison(runs, str(tmp_path / "report"))[0]).read()
     assert "## per modality" in md and "| VG Recall@0.5 | mr | 0.5000 | 0.2500 | trained |" in md
+
+
+def test_per_modality_comparison_follows_the_files_iou_threshold(tmp_path):
+    scored_at_03 = {"task": "VG", "n": 2, "macro": {}, "micro": {}, "iou_threshold": 0.3,
+                    "per_modality": {"ct": {"n": 2, "Recall@0.3": 0.5}}}
+    blind = dict(scored_at_03, per_modality={"ct": {"n": 2, "Recall@0.3": 0.0}})
+    runs = [("trained", write_run(tmp_path / "t", scored_at_03)), ("baseline", write_run(tmp_path / "b", blind))]
+    header, rows = per_modality_comparison([(name, load_run(d)) for name, d in runs])
+    assert rows == [["VG Recall@0.3", "ct", 0.5, 0.0, "trained"]]

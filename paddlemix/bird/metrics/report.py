@@ -104,19 +104,24 @@ def comparison_table(
     return header, rows
 
 
-# Per modality in the comparison: the headline score of the tasks whose image-blind runs (baselines,
-# the shuffled-image ablation) say whether a model uses the image.
-PER_MODALITY_METRICS = {"VG": "Recall@0.5", "RO": "accuracy"}
+# Per modality in the comparison: the headline score (the first metric column, e.g. VG's Recall@t at
+# the file's own threshold) of the tasks whose image-blind runs (baselines, the shuffled-image
+# ablation) say whether a model uses the image.
+PER_MODALITY_TASKS = ("VG", "RO")
 
 
 def per_modality_comparison(runs: Sequence[Tuple[str, Sequence[dict]]]) -> Tuple[List[str], List[List[object]]]:
-    """Header and rows (task metric, modality, one value per run, best run(s)) of
-    ``PER_MODALITY_METRICS``, per modality; None where a run has no score there."""
+    """Header and rows (task metric, modality, one value per run, best run(s)) of the headline metric
+    of ``PER_MODALITY_TASKS``, per modality; None where a run has no score there."""
     by_run = [(name, {m["task"]: m for m in metrics}) for name, metrics in runs]
     header = ["task metric", "modality"] + [name for name, _ in by_run] + ["best"]
     rows = []
-    for task, metric in PER_MODALITY_METRICS.items():
-        present = [per_task[task]["per_modality"] for _, per_task in by_run if task in per_task]
+    for task in PER_MODALITY_TASKS:
+        scored = [per_task[task] for _, per_task in by_run if task in per_task]
+        if not scored:
+            continue
+        metric = metric_columns(scored[0])[0]
+        present = [metrics["per_modality"] for metrics in scored]
         for modality in modality_order({m for per_modality in present for m in per_modality}):
             values = {
                 name: per_task[task]["per_modality"].get(modality, {}).get(metric) if task in per_task else None
