@@ -18,7 +18,6 @@ from paddlemix.bird.construct.build import build_medgrit
 from paddlemix.bird.construct.paraphrase import ChatRewriter
 from paddlemix.bird.samed2d import ConstructionError
 from paddlemix.bird.tasks import TASKS
-from paddlemix.cli import EXIT_BAD_INPUT
 
 
 def main(argv=None) -> int:
@@ -71,9 +70,8 @@ def main(argv=None) -> int:
             rewrite_workers=args.rewrite_workers,
             progress=not args.no_progress,
         )
-    except ConstructionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except ConstructionError:
+        raise  # bad input: paddlemix.cli.run reports it (exit 2); not an option value for parser.error
     except ValueError as exc:  # a bad option value (the builder checks them before reading anything)
         parser.error(str(exc))
     summary = {k: stats[k] for k in ("images", "masks", "cases", "skipped", "rewrite")}

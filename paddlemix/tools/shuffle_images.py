@@ -25,7 +25,7 @@ def write_shuffled(test_dir: str, out_dir: str, tasks, seed: int = 0) -> dict:
         if not os.path.isfile(test_file):
             print(f"shuffle_images: {test_file} not found, skipping {task}", file=sys.stderr)
             continue
-        with open(test_file, encoding="utf-8") as f:
+        with open(test_file, encoding="utf-8-sig") as f:  # tolerate a byte-order mark
             records = json.load(f)
         try:
             shuffled, exchanged = shuffle_images(records, seed)

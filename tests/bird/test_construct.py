@@ -20,6 +20,7 @@ from paddlemix.bird.samed2d import ConstructionError, load_class_names, mask_box
 from paddlemix.bird.tasks import TASKS, modality_of
 from paddlemix.datasets.medgrit import load_medgrit
 from paddlemix.tools import build_medgrit as build_cli
+from paddlemix.cli import run
 
 from tests.bird.sa_med2d_tree import CLASSES, HEIGHT, WIDTH, make_sa_root
 
@@ -405,10 +406,10 @@ def test_cli_writes_outputs_and_reports_errors(tmp_path, capsys):
     assert json.loads((out / "stats.json").read_text())["config"]["seed"] == 2
     assert "train.json" in capsys.readouterr().out
     (tmp_path / "SAMed2D_v1.json").write_text("{not json")
-    assert build_cli.main(["--sa_root", str(tmp_path), "--out_dir", str(out), "--no_progress"]) == 2
+    assert run(build_cli.main, ["--sa_root", str(tmp_path), "--out_dir", str(out), "--no_progress"]) == 2
     assert "SAMed2D_v1.json" in capsys.readouterr().err
     missing = tmp_path / "no_such_folder"
-    assert build_cli.main(["--sa_root", str(missing), "--out_dir", str(tmp_path / "o2"), "--no_progress"]) == 2
+    assert run(build_cli.main, ["--sa_root", str(missing), "--out_dir", str(tmp_path / "o2"), "--no_progress"]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {missing}: no such folder (--sa_root is the SA-Med2D folder with images/ and masks/)\n"
     assert not (tmp_path / "o2").exists()

@@ -34,7 +34,6 @@ def read_predictions(path: str, task: Optional[str] = None) -> Tuple[str, List[d
     wanted = check_task(task, where=path) if task is not None else None
     records: List[dict] = []
     tasks_seen: List[str] = []
-    untagged = 0
     n_lines = 0
     with open(path, encoding="utf-8-sig") as handle:  # tolerate a byte-order mark
         for lineno, line in enumerate(handle, 1):
@@ -58,7 +57,6 @@ def read_predictions(path: str, task: Optional[str] = None) -> Tuple[str, List[d
                     tasks_seen.append(record_task)
             else:
                 record_task = None
-                untagged += 1
             if wanted is None or record_task in (None, wanted):
                 records.append(record)
     if n_lines == 0:
