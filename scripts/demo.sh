@@ -58,13 +58,14 @@ stage 3/9 "Med-GRIT conversations → $MEDGRIT"
   ${MEDGRIT_ARGS:---max_turns 3 --split_turns VG,RO --test_questions 4 --max_mii_regions 2}
 
 stage 4/9 "the untrained model (the run's preset and seed, before any step) → $UNTRAINED_DIR"
-# The config's values, as TRAIN_ARGS (--key value pairs) override them for training.
+# The preset, seed and resampler start training will use: the config with TRAIN_ARGS over it,
+# read by the training recipe's own parser (so --key=value and its defaults mean the same here).
 # shellcheck disable=SC2086
 read -r PRESET SEED RESAMPLER_INIT < <("$PYTHON" -c '
-import json, sys
-c = json.load(open(sys.argv[1]))
-c.update(zip((k.lstrip("-") for k in sys.argv[2::2]), sys.argv[3::2]))
-print(c["model_preset"], c["seed"], c.get("resampler_init", "random"))' "$CONFIG" ${TRAIN_ARGS:-})
+import sys
+from paddlemix.tools.supervised_finetune import parse_arguments
+model, _, training = parse_arguments(sys.argv[1:])
+print(model.model_preset, training.seed, model.resampler_init)' "$CONFIG" ${TRAIN_ARGS:-})
 "$PYTHON" -m paddlemix.tools.init_checkpoint --preset "$PRESET" --seed "$SEED" --resampler_init "$RESAMPLER_INIT" \
   --output_dir "$UNTRAINED_DIR"
 
@@ -91,7 +92,7 @@ stage 7/9 "image-blind baselines (VG class-mean box, RO majority class) → $REP
 "$PYTHON" -m paddlemix.tools.baselines --train_json "$MEDGRIT/train.json" --test_dir "$MEDGRIT" \
   --out_dir "$REPORT_DIR/baselines/pred"
 
-stage 8/9 "evaluation → $REPORT_DIR/{trained,untrained,baselines}"
+stage 8/9 "evaluation → $REPORT_DIR/{trained,shuffled,untrained,baselines}"
 for RUN in trained untrained shuffled baselines; do
   echo "--- $RUN"
   sh tests/models/BiRD/eval_all.sh "$REPORT_DIR/$RUN/pred" "$REPORT_DIR/$RUN"

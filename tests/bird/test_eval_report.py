@@ -42,7 +42,7 @@ def make_predictions(pred_dir):
 
 def run_eval_all(args, env_extra, cwd):
     env = {k: v for k, v in os.environ.items() if k not in ("PRED_DIR", "OUT_DIR")}
-    env.update(PYTHON=sys.executable, **env_extra)
+    env.update({"PYTHON": sys.executable, **env_extra})
     return subprocess.run(["sh", EVAL_ALL] + args, cwd=cwd, env=env, capture_output=True, text=True)
 
 
@@ -123,3 +123,15 @@ def test_summary_of_caption_metrics_leaves_null_cells_empty(tmp_path):
     assert run(report_main, ["--out_dir", str(tmp_path / "s"), str(bad)]) == 2
     md_path, csv_path = write_summary(paths[:1], str(tmp_path / "t"))
     assert os.path.basename(md_path) == "summary.md" and os.path.basename(csv_path) == "summary.csv"
+
+
+def test_eval_all_exits_1_when_a_scorer_crashes(tmp_path):
+    """Exit 1 is a crash, 2 bad input: a scorer that fails without an input error (here an
+    interpreter that only exits 1) is not reported as bad input."""
+    pred_dir = tmp_path / "preds"
+    make_predictions(str(pred_dir))
+    crashing = tmp_path / "crashing_python"
+    crashing.write_text("#!/bin/sh\nexit 1\n")
+    crashing.chmod(0o755)
+    proc = run_eval_all([str(pred_dir), str(tmp_path / "o")], {"PYTHON": str(crashing)}, cwd=str(tmp_path))
+    assert proc.returncode == 1 and "nothing scored" in proc.stderr

@@ -9,7 +9,8 @@
 # table (paper_table.md / paper_table.json).
 # Both may also come from the environment variables of the same names. Options:
 #   PYTHON (see scripts/python.sh), BOOTSTRAP (resamples, default 0), CLEAN (none|upstream), IOU (0.5).
-# Exit codes as every tool's (paddlemix/cli.py): 2 when nothing could be scored or a file is bad.
+# Exit codes as every tool's (paddlemix/cli.py): 2 when nothing could be scored or a file is bad,
+# 1 when a scorer crashed.
 set -u
 
 PRED_DIR=${1:-${PRED_DIR:-}}
@@ -32,6 +33,7 @@ mkdir -p "$OUT_DIR" || exit 2
 set --
 missing=""
 failed=""
+crashed=0
 for TASK in VG RO GC MII QA; do
     PRED="$PRED_DIR/pred_$TASK.jsonl"
     if [ ! -f "$PRED" ]; then
@@ -45,7 +47,10 @@ for TASK in VG RO GC MII QA; do
         --bootstrap "${BOOTSTRAP:-0}" --clean "${CLEAN:-none}" --iou "${IOU:-0.5}"; then
         set -- "$@" "$OUT_DIR/metrics_$TASK.json"
     else
+        rc=$?
         failed="$failed $TASK"
+        # A crash (1) outranks bad input (2) in the script's own exit code.
+        [ "$rc" -eq 2 ] || crashed=1
     fi
 done
 
@@ -54,6 +59,7 @@ if [ -n "$missing" ]; then
 fi
 if [ $# -eq 0 ]; then
     echo "error: nothing scored in $PRED_DIR" >&2
+    [ "$crashed" -eq 1 ] && exit 1
     exit 2
 fi
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m paddlemix.tools.report --out_dir "$OUT_DIR" "$@" || exit $?
@@ -62,5 +68,6 @@ PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m paddlemix.tools.paper
     --metrics_dir "$OUT_DIR" --metrics_only || exit $?
 if [ -n "$failed" ]; then
     echo "error: scoring failed for:$failed" >&2
+    [ "$crashed" -eq 1 ] && exit 1
     exit 2
 fi
