@@ -1,5 +1,6 @@
 """Supervised fine-tuning end to end on CPU: ``train.sh`` with one and two processes, checkpoints that
-inference loads, kill-and-resume, frozen parameters, padding in the log, and the paper's config.
+inference loads, kill-and-resume, frozen parameters and padding in the log (the configs are read in
+test_train_config.py).
 
 Every run is the demo config on 24 real demo images with batch 2, max_length 256 and 4 steps; runs
 are module fixtures shared by the tests that read them.
@@ -220,49 +221,3 @@ def test_frozen_vit_is_bit_identical_and_resampler_and_llm_moved(straight_run, t
     assert not changed & set(vit), f"frozen vision parameters changed: {sorted(changed & set(vit))}"
     assert set(resampler) <= changed, f"resampler parameters not trained: {sorted(set(resampler) - changed)}"
     assert set(llm) <= changed, f"LLM parameters not trained: {sorted(set(llm) - changed)}"
-
-
-def test_stage2_config_parses_to_the_paper_recipe():
-    from paddlemix.tools.supervised_finetune import parse_arguments
-
-    path = os.path.join(ROOT, "paddlemix/config/BiRD/sft_argument_stage2.json")
-    model_args, data_args, args = parse_arguments([path])
-    assert args.learning_rate == 2e-5
-    assert str(args.lr_scheduler_type.value) == "cosine"
-    assert args.warmup_ratio == 0.01
-    assert args.weight_decay == 0.1
-    assert (args.adam_beta1, args.adam_beta2) == (0.9, 0.95)
-    assert args.per_device_train_batch_size == 4
-    assert args.gradient_accumulation_steps == 8
-    assert args.num_train_epochs == 2
-    assert data_args.max_length == 2048
-    assert args.bf16 is True and args.fp16 is False
-    assert args.save_strategy.value == "steps" and args.save_steps == 20
-    assert model_args.freeze_vision is True and model_args.train_resampler is True
-    assert model_args.lora is False
-    assert model_args.model_name_or_path and not model_args.model_preset
-    # PaddleNLP turns sharding off in a single process (sharding degree 1), so the stage is read from
-    # the arguments the JSON becomes; in a multi-GPU launch it parses to ShardingOption.SHARD_GRAD_OP.
-    from paddlenlp.trainer import PdArgumentParser, TrainingArguments
-    from paddlenlp.trainer.trainer_utils import ShardingOption
-
-    argv = PdArgumentParser((TrainingArguments,)).read_json(path)
-    assert argv[argv.index("--sharding") + 1] == "stage2"
-    assert ShardingOption("stage2") == ShardingOption.SHARD_GRAD_OP
-    # Command-line pairs after the JSON override it.
-    _, data_args, args = parse_arguments([path, "--learning_rate", "1e-4", "--max_length", "512"])
-    assert args.learning_rate == 1e-4 and data_args.max_length == 512
-
-
-def test_config_notes_are_not_arguments(tmp_path):
-    from paddlemix.tools.supervised_finetune import config_arguments, parse_arguments
-
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps({"_why": ["a note", "for the reader"], "max_length": 96, "learning_rate": 0.01}))
-    assert config_arguments(str(path)) == ["--max_length", "96", "--learning_rate", "0.01"]
-    _, data_args, args = parse_arguments([str(path), "--output_dir", str(tmp_path / "out")])
-    assert data_args.max_length == 96 and args.learning_rate == 0.01
-    demo = os.path.join(ROOT, "paddlemix/config/BiRD/sft_argument_demo.json")
-    assert "--_departures_from_the_paper" not in config_arguments(demo)
-    with open(demo) as handle:
-        assert any("resampler" in note for note in json.load(handle)["_departures_from_the_paper"])

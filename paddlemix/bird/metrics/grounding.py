@@ -20,7 +20,6 @@ class VGRecordScore:
     n_reference_boxes: int
     n_found: int  # reference boxes matched by some predicted box with IoU > threshold
     first_iou: float  # first predicted box vs first reference box; 0 without a predicted box
-    hit: bool  # first_iou >= threshold
     parse_failure: bool  # no box read from the response, or a fragment that could not be read
     n_predicted_boxes: int = 0
     n_matched: int = 0  # one-to-one (Hungarian) pairs with IoU >= threshold
@@ -50,7 +49,6 @@ def vg_record_score(
         n_reference_boxes=len(references),
         n_found=found,
         first_iou=first,
-        hit=first >= threshold,
         parse_failure=not predicted.ok,
         n_predicted_boxes=len(predicted.boxes),
         n_matched=counts.true_positives,

@@ -1,0 +1,53 @@
+"""The training configs as the recipe reads them: the paper's stage-2 JSON, command-line overrides, and
+the notes (``_`` keys) that are not arguments. Parsing only, so these stay in the fast core."""
+
+import json
+import os
+
+from tests.tools.train_helpers import ROOT
+
+
+def test_stage2_config_parses_to_the_paper_recipe():
+    from paddlemix.tools.supervised_finetune import parse_arguments
+
+    path = os.path.join(ROOT, "paddlemix/config/BiRD/sft_argument_stage2.json")
+    model_args, data_args, args = parse_arguments([path])
+    assert args.learning_rate == 2e-5
+    assert str(args.lr_scheduler_type.value) == "cosine"
+    assert args.warmup_ratio == 0.01
+    assert args.weight_decay == 0.1
+    assert (args.adam_beta1, args.adam_beta2) == (0.9, 0.95)
+    assert args.per_device_train_batch_size == 4
+    assert args.gradient_accumulation_steps == 8
+    assert args.num_train_epochs == 2
+    assert data_args.max_length == 2048
+    assert args.bf16 is True and args.fp16 is False
+    assert args.save_strategy.value == "steps" and args.save_steps == 20
+    assert model_args.freeze_vision is True and model_args.train_resampler is True
+    assert model_args.lora is False
+    assert model_args.model_name_or_path and not model_args.model_preset
+    # PaddleNLP turns sharding off in a single process (sharding degree 1), so the stage is read from
+    # the arguments the JSON becomes; in a multi-GPU launch it parses to ShardingOption.SHARD_GRAD_OP.
+    from paddlenlp.trainer import PdArgumentParser, TrainingArguments
+    from paddlenlp.trainer.trainer_utils import ShardingOption
+
+    argv = PdArgumentParser((TrainingArguments,)).read_json(path)
+    assert argv[argv.index("--sharding") + 1] == "stage2"
+    assert ShardingOption("stage2") == ShardingOption.SHARD_GRAD_OP
+    # Command-line pairs after the JSON override it.
+    _, data_args, args = parse_arguments([path, "--learning_rate", "1e-4", "--max_length", "512"])
+    assert args.learning_rate == 1e-4 and data_args.max_length == 512
+
+
+def test_config_notes_are_not_arguments(tmp_path):
+    from paddlemix.tools.supervised_finetune import config_arguments, parse_arguments
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"_why": ["a note", "for the reader"], "max_length": 96, "learning_rate": 0.01}))
+    assert config_arguments(str(path)) == ["--max_length", "96", "--learning_rate", "0.01"]
+    _, data_args, args = parse_arguments([str(path), "--output_dir", str(tmp_path / "out")])
+    assert data_args.max_length == 96 and args.learning_rate == 0.01
+    demo = os.path.join(ROOT, "paddlemix/config/BiRD/sft_argument_demo.json")
+    assert "--_departures_from_the_paper" not in config_arguments(demo)
+    with open(demo) as handle:
+        assert any("resampler" in note for note in json.load(handle)["_departures_from_the_paper"])
