@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .boxes import format_ref_boxes, parse_boxes
+from .image_tag import split_image_prefix, with_image
 from .predictions import prediction_record
 from .tasks import RO, VG, modality_of
 
@@ -109,6 +110,7 @@ def shuffle_images(records: Sequence[dict], seed: int = 0) -> Tuple[List[dict], 
     for rec in records:
         new_image = moved[rec["image"]]
         conversations = [list(turn) for turn in rec["conversations"]]
-        conversations[0][0] = conversations[0][0].replace(f"<img>{rec['image']}</img>", f"<img>{new_image}</img>")
+        if split_image_prefix(conversations[0][0])[0] is not None:
+            conversations[0][0] = with_image(conversations[0][0], new_image)
         out.append(dict(rec, image=new_image, conversations=conversations))
     return out, exchanged

@@ -1,7 +1,8 @@
 """The Med-GRIT image tag: ``Picture 1: <img>path</img>\\n`` at the start of a record's first question.
 
 Med-GRIT records and Qwen-VL prompts name the image of a conversation this way
-(docs/ARCHITECTURE.md, "Med-GRIT file and image tag"): construction writes the tag, the readers repoint it at the resolved image, inference and the
+(docs/ARCHITECTURE.md, "Med-GRIT file and image tag"): construction writes the tag, the readers
+repoint it at the resolved image, the image shuffle repoints it at another image, inference and the
 baselines strip it from the question they record, and the chat template passes it through as
 ordinary user text.
 """
