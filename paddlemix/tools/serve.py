@@ -67,18 +67,13 @@ def main(argv=None) -> int:
     from paddlemix.models.qwen_vl.builder import load_model
 
     if args.image_root is not None and not os.path.isdir(args.image_root):
-        print(f"error: --image_root {args.image_root} is not a directory", file=sys.stderr)
-        return 2
+        raise NotADirectoryError(f"--image_root {args.image_root} is not a directory")
     if not is_loopback(args.host) and args.api_key is None:
         print(f"warning: serving on {args.host} without --api_key; anyone who can reach it can use it", file=sys.stderr)
     if args.device:
         paddle.set_device(args.device)
     paddle.seed(args.seed)
-    try:
-        model, tokenizer, image_processor = load_model(args.checkpoint, args.dtype)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    model, tokenizer, image_processor = load_model(args.checkpoint, args.dtype)  # bad input: run() says so
     limits = Limits(max_request_bytes=int(args.max_request_mb * 2**20), max_image_pixels=args.max_image_pixels,
                     max_tokens=args.max_tokens)
     engine = ChatEngine(model, tokenizer, image_processor, max_batch=args.max_batch,
@@ -89,8 +84,7 @@ def main(argv=None) -> int:
     try:
         sock = bind(args.host, args.port)
     except OSError as exc:
-        print(f"error: cannot bind {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 2
+        raise OSError(f"cannot bind {args.host}:{args.port}: {exc}") from None
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {model_id} on http://{shown}:{port} (max_batch {args.max_batch})", flush=True)
