@@ -95,12 +95,13 @@ def demo_batches(args, config, tokenizer, image_processor, count):
 
     records, _ = load_medgrit([os.path.join(args.medgrit_dir, "train.json")], args.image_root)
     rng = np.random.default_rng(config["seed"])
-    chosen = [records[i] for i in rng.permutation(len(records))[: count * config["per_device_train_batch_size"]]]
+    size = config["per_device_train_batch_size"]
+    # Twice the records needed: the ones longer than max_length are left out by the dataset.
+    chosen = [records[i] for i in rng.permutation(len(records))[: 2 * count * size]]
     dataset = SFTDataset(chosen, tokenizer, image_processor, config["max_length"], show_progress=False)
     collate = SFTCollator(tokenizer.pad_token_id)
-    size = config["per_device_train_batch_size"]
     batches = []
-    for start in range(0, len(dataset), size):
+    for start in range(0, min(len(dataset) - size + 1, count * size), size):
         batch = collate([dataset[i] for i in range(start, start + size)])
         batches.append({k: paddle.to_tensor(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()})
     return batches

@@ -23,9 +23,15 @@ from paddle.autograd import PyLayer
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_numpy"]
 
-# Rows per block: the block's logits (rows x vocab float32) stay near the 32 MiB last-level cache of
-# the CPU this was measured on, and a demo batch (a few hundred labelled positions) is a few blocks.
-DEFAULT_BLOCK_ROWS = 64
+# Rows per block. One block holds rows x vocab float32 logits (155 MB at 256 rows); a demo batch
+# (a few hundred labelled positions) is one or two blocks. Measured with
+# ``benchmarks/bench_lm_head.py head``: 256-row blocks beat 64-row ones (which fit the last-level
+# cache but pay three small-inner-dimension matmuls and a gradient accumulation per block).
+DEFAULT_BLOCK_ROWS = 256
+# When |row| * (largest column norm) bounds every logit of a block inside +-40, exp() needs no max
+# shift: each value lies in (4e-18, 2.4e17), so a row sum over 151,936 columns stays below 4e22, far
+# from float32's 3.4e38 and from 0. Trained demo models measure 27-35 (the shifted path runs above).
+_NO_SHIFT_BOUND = 40.0
 _POOLS: Dict[int, ThreadPoolExecutor] = {}
 
 
@@ -41,49 +47,69 @@ def cpu_threads() -> int:
     return max(1, int(os.environ.get("OMP_NUM_THREADS") or 1))
 
 
-def _softmax_minus_onehot(logits: np.ndarray, targets: np.ndarray) -> float:
-    """Turn ``logits`` [r, V] into ``softmax(logits) - onehot(targets)`` in place; returns the summed
-    cross-entropy of the rows. NumPy releases the GIL inside ufuncs, so row slices run in threads."""
-    picked = (np.arange(logits.shape[0]), targets)
-    peak = logits.max(axis=1, keepdims=True)
-    target_logit = logits[picked]
-    np.subtract(logits, peak, out=logits)
+def _exp_and_sum(logits: np.ndarray, sums: np.ndarray) -> None:
+    """``logits`` [r, V] becomes ``exp(logits)`` in place and ``sums`` [r] its row sums. NumPy releases
+    the GIL inside ufuncs, so row slices of one block run in threads."""
     np.exp(logits, out=logits)
-    norm = logits.sum(axis=1, keepdims=True)
-    logits /= norm
-    logits[picked] -= 1.0
-    return float(np.sum(np.log(norm[:, 0]) + peak[:, 0] - target_logit, dtype=np.float64))
+    np.sum(logits, axis=1, out=sums)
 
 
 def linear_cross_entropy_numpy(
-    states: np.ndarray, weight: np.ndarray, targets: np.ndarray, block_rows: int, threads: int = 1
+    states: np.ndarray,
+    weight: np.ndarray,
+    targets: np.ndarray,
+    block_rows: int,
+    threads: int = 1,
+    weight_grad: bool = True,
 ):
     """Mean cross-entropy of ``softmax(states @ weight)`` against ``targets`` and its gradients.
 
     states [n, H] float32, weight [H, V] float32, targets [n] ints in [0, V). Returns
-    (loss, d loss / d states [n, H], d loss / d weight [H, V]); n must be >= 1. The matmuls use
-    BLAS's threads; the element-wise softmax work is split by rows over ``threads`` threads.
+    (loss, d loss / d states [n, H], d loss / d weight [H, V] or None when ``weight_grad`` is off);
+    n must be >= 1. The matmuls use BLAS's threads; exp and the row sums are split by rows over
+    ``threads`` threads.
+
+    With ``E = exp(logits - shift)`` and row sums ``s``, the gradient of a row's loss is
+    ``(E - s * onehot) / s``. The division is not made over the vocabulary: ``1 / s`` scales the
+    [r, H] sides of the two matmuls (``(E' @ W.T) / s`` and ``(states / s).T @ E'``, ``E'`` being ``E``
+    with ``s`` taken off each target entry, as the plain path takes 1 off the softmax). The per-row
+    shift (the row maximum) is skipped when ``|row| * max column norm`` bounds every logit of the
+    block below :data:`_NO_SHIFT_BOUND`, which saves two passes over the logits.
     """
     n = states.shape[0]
     grad_states = np.empty_like(states)
-    grad_weight = np.zeros_like(weight)
-    partial = np.empty_like(weight)
+    grad_weight = np.zeros_like(weight) if weight_grad else None
+    largest_column = float(np.sqrt(np.einsum("hv,hv->v", weight, weight).max()))
     total = 0.0
     for start in range(0, n, block_rows):
         rows = states[start : start + block_rows]  # [r, H]
-        logits = rows @ weight  # [r, V], becomes softmax - onehot in place
         ids = targets[start : start + block_rows]
-        bounds = np.linspace(0, rows.shape[0], min(threads, rows.shape[0]) + 1).astype(int)
-        slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-        if len(slices) == 1:
-            total += _softmax_minus_onehot(logits, ids)
+        r = rows.shape[0]
+        logits = rows @ weight  # [r, V], becomes E' in place
+        target_logit = logits[np.arange(r), ids].astype(np.float64)
+        if float(np.sqrt(np.einsum("rh,rh->r", rows, rows).max())) * largest_column < _NO_SHIFT_BOUND:
+            shift = np.zeros(r, dtype=np.float64)
         else:
-            total += sum(_pool(threads).map(lambda part: _softmax_minus_onehot(logits[part], ids[part]), slices))
-        np.matmul(logits, weight.T, out=grad_states[start : start + block_rows])
-        np.matmul(rows.T, logits, out=partial)
-        grad_weight += partial
+            peak = logits.max(axis=1)
+            np.subtract(logits, peak[:, None], out=logits)
+            shift = peak.astype(np.float64)
+        sums = np.empty(r, dtype=np.float32)
+        bounds = np.linspace(0, r, min(threads, r) + 1).astype(int)
+        parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        if len(parts) == 1:
+            _exp_and_sum(logits, sums)
+        else:
+            list(_pool(threads).map(lambda part: _exp_and_sum(logits[part], sums[part]), parts))
+        total += float(np.sum(np.log(sums.astype(np.float64)) + shift - target_logit))
+        logits[np.arange(r), ids] -= sums
+        inverse = (1.0 / sums)[:, None]
+        np.matmul(logits, weight.T, out=grad_states[start : start + r])
+        grad_states[start : start + r] *= inverse
+        if weight_grad:
+            grad_weight += (rows * inverse).T @ logits
+    if weight_grad:
+        grad_weight /= n
     grad_states /= n
-    grad_weight /= n
     return total / n, grad_states, grad_weight
 
 
@@ -102,7 +128,7 @@ class _LinearCrossEntropy(PyLayer):
     @staticmethod
     def forward(ctx, states, weight, targets, block_rows):
         loss, grad_states, grad_weight = linear_cross_entropy_numpy(
-            _as_numpy(states), _as_numpy(weight), targets, block_rows, cpu_threads()
+            _as_numpy(states), _as_numpy(weight), targets, block_rows, cpu_threads(), not weight.stop_gradient
         )
         ctx.grads = [
             None if tensor.stop_gradient else _as_tensor(grad, tensor.dtype)

@@ -36,7 +36,7 @@ def plain(x, w, t):
     return F.cross_entropy(paddle.matmul(x, w), t.reshape([-1, 1]), reduction="mean")
 
 
-@pytest.mark.parametrize("block_rows", [64, 150, 7])
+@pytest.mark.parametrize("block_rows", [64, 150, 7, 256])
 def test_loss_and_gradients_equal_the_plain_path(head, block_rows):
     states, weight, targets = head
     want = loss_and_grads(plain, states, weight, targets, 2.5)
@@ -55,6 +55,26 @@ def test_loss_matches_a_float64_oracle(head):
     want = np.mean(lse - logits[np.arange(len(targets)), targets])
     got = linear_cross_entropy(paddle.to_tensor(states), paddle.to_tensor(weight), paddle.to_tensor(targets))
     assert float(got) == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("logit_scale", [0.5, 6.0])
+def test_gradients_match_a_float64_oracle(head, logit_scale):
+    """Scale 0.5 keeps every logit small enough for exp() without the max shift; at scale 6 the bound
+    is far above it (logits up to ~210, where an unshifted exp() overflows), so the shifted path runs.
+    There Paddle's own float32 path is 6e-5 of the largest gradient off float64, so the oracle is
+    float64 NumPy, not Paddle (at scale 0.5 Paddle's is 1e-3 off, this head 1e-6)."""
+    states, weight, targets = head
+    states = (states * logit_scale).astype(np.float32)
+    logits = states.astype(np.float64) @ weight.astype(np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    probs[np.arange(len(targets)), targets] -= 1.0
+    want = (probs @ weight.T.astype(np.float64) / len(targets), states.T.astype(np.float64) @ probs / len(targets))
+    got = loss_and_grads(linear_cross_entropy, states, weight, targets, 1.0)
+    lse = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
+    assert got[0] == pytest.approx(np.mean(lse - logits[np.arange(len(targets)), targets]), rel=1e-5)
+    for mine, theirs in zip(got[1:], want):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-5 * np.abs(theirs).max())
 
 
 def test_frozen_weight_gets_no_gradient(head):
