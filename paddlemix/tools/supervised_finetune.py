@@ -18,19 +18,22 @@ A LoRA run (``lora: true``) saves only the adapters, plus, when it starts from a
 import glob
 import json
 import os
+import random
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if ROOT not in sys.path:  # run as a script by train.sh
     sys.path.insert(0, ROOT)
 
 import paddle  # noqa: E402
-from paddlenlp.trainer import PdArgumentParser, Trainer, TrainingArguments  # noqa: E402
+from paddlenlp.trainer import PdArgumentParser, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 from paddlenlp.utils.log import logger  # noqa: E402
 
+from paddlemix.bird.tasks import TASKS, check_task  # noqa: E402
 from paddlemix.datasets.medgrit import load_medgrit  # noqa: E402
 from paddlemix.datasets.sft import LengthGroupedBatchSampler, SFTCollator, SFTDataset  # noqa: E402
 from paddlemix.models.qwen_vl.builder import build_model, check_source, load_config, load_tokenizer  # noqa: E402
@@ -83,6 +86,79 @@ class DataArguments:
     strict_data: bool = field(default=False, metadata={"help": "Stop at the first bad record instead of skipping it."})
     check_images: bool = field(default=True, metadata={"help": "Open every image once before training."})
     group_batches: int = field(default=64, metadata={"help": "Global batches per length-sorted group."})
+    task_fractions: str = field(
+        default="",
+        metadata={
+            "help": "Share of each task's training records kept, e.g. 'GC:0.25,MII:0.25' (a seeded draw per "
+            "record); tasks not listed are kept whole. Empty (the paper's recipe): every record."
+        },
+    )
+    digit_loss_start_step: int = field(
+        default=0,
+        metadata={
+            "help": "Curriculum: before this optimizer step, positions whose target is a digit token "
+            "('0'..'9', the box coordinates) carry no loss, so answer formats, names and copying the "
+            "asked phrase are learned first. 0 (the paper's recipe): every answer token from the start."
+        },
+    )
+
+
+def parse_task_fractions(text: str) -> Dict[str, float]:
+    """``"GC:0.25,MII:0.25"`` -> ``{"GC": 0.25, "MII": 0.25}``, each task a Med-GRIT task, each share in [0, 1]."""
+    shares = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        task, sep, value = item.partition(":")
+        task = check_task(task.strip(), "task_fractions", allowed=TASKS)
+        try:
+            share = float(value) if sep else None
+        except ValueError:
+            share = None
+        if share is None or not 0.0 <= share <= 1.0:
+            raise ValueError(f"task_fractions: {item!r} is not TASK:SHARE with a share in [0, 1] (e.g. 'GC:0.25')")
+        shares[task] = share
+    return shares
+
+
+def sample_tasks(records: List[dict], shares: Dict[str, float], seed: int) -> List[dict]:
+    """The records kept under ``shares``: one seeded draw per record (whatever its task), so the same
+    file, shares and seed keep the same records; tasks without a share are kept whole."""
+    rng = random.Random(seed)
+    return [rec for rec in records if rng.random() < shares.get(rec.get("task"), 1.0)]
+
+
+def digit_token_ids(tokenizer) -> List[int]:
+    """The ids of the ten one-digit tokens (Qwen's tokenizer writes every number digit by digit)."""
+    ids = []
+    for digit in "0123456789":
+        encoded = tokenizer(digit, add_special_tokens=False)["input_ids"]
+        if len(encoded) != 1:
+            raise ValueError(f"the tokenizer writes the digit {digit!r} as {encoded}, not one token")
+        ids.append(encoded[0])
+    return ids
+
+
+class DigitCurriculum(TrainerCallback):
+    """Leaves the digit tokens out of the loss for the first ``start_step`` optimizer steps (set
+    again at every step from the trainer's own step count, so a resumed run is in the right phase)."""
+
+    def __init__(self, model, digit_ids: List[int], start_step: int):
+        self.model = getattr(model, "model", model)  # a LoRAModel wraps the causal LM
+        self.ids = tuple(digit_ids)
+        self.start_step = start_step
+
+    def _apply(self, state):
+        ignoring = state.global_step < self.start_step
+        if not ignoring and self.model.loss_ignored_ids is not None:
+            logger.info(f"digit curriculum: box digits enter the loss at step {state.global_step}")
+        self.model.loss_ignored_ids = self.ids if ignoring else None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._apply(state)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._apply(state)
 
 
 class BiRDTrainer(Trainer):
@@ -220,7 +296,9 @@ def parse_arguments(argv=None):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def load_training_data(model_args: ModelArguments, data_args: DataArguments, config, show_progress: bool = True):
+def load_training_data(
+    model_args: ModelArguments, data_args: DataArguments, config, show_progress: bool = True, seed: int = 0
+):
     """Read, check and encode the training records — before any weights are loaded, so a wrong
     ``train_json``, ``image_root`` or ``max_length`` costs seconds, not a model load per rank."""
     if not data_args.train_json or not data_args.image_root:
@@ -236,6 +314,14 @@ def load_training_data(model_args: ModelArguments, data_args: DataArguments, con
     logger.info(report.format())
     if not records:
         raise ValueError(f"no usable training records in {data_args.train_json} ({report.read} read, all skipped)")
+    shares = parse_task_fractions(data_args.task_fractions)
+    if shares:
+        before = Counter(rec.get("task") for rec in records)
+        records = sample_tasks(records, shares, seed)
+        after = Counter(rec.get("task") for rec in records)
+        logger.info("task_fractions kept " + ", ".join(f"{t} {after[t]}/{before[t]}" for t in sorted(before)))
+        if not records:
+            raise ValueError(f"task_fractions {data_args.task_fractions!r} kept none of the training records")
     tokenizer = load_tokenizer(model_args.model_name_or_path, config.image_span)
     from paddlemix.processors.image_processing import QWenVLImageProcessor
 
@@ -314,7 +400,7 @@ def main(argv=None):
     check_source(model_args.model_preset, model_args.model_name_or_path, model_args.resampler_init)
     config = load_config(model_args.model_preset, model_args.model_name_or_path)
     dataset, tokenizer, _ = load_training_data(
-        model_args, data_args, config, show_progress=training_args.local_rank <= 0
+        model_args, data_args, config, show_progress=training_args.local_rank <= 0, seed=training_args.seed
     )
     model = build_training_model(model_args, training_args)
     if model_args.lora and model_args.model_preset:
@@ -329,6 +415,8 @@ def main(argv=None):
         data_collator=SFTCollator(tokenizer.pad_token_id),
         tokenizer=tokenizer,
     )
+    if data_args.digit_loss_start_step > 0:
+        trainer.add_callback(DigitCurriculum(model, digit_token_ids(tokenizer), data_args.digit_loss_start_step))
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
     trainer.log_metrics("train", result.metrics)

@@ -51,3 +51,49 @@ def test_config_notes_are_not_arguments(tmp_path):
     assert "--_departures_from_the_paper" not in config_arguments(demo)
     with open(demo) as handle:
         assert any("resampler" in note for note in json.load(handle)["_departures_from_the_paper"])
+
+
+def test_digit_curriculum_switches_by_the_trainers_step():
+    """Digits are left out of the loss for steps 0..start-1 and counted from ``start`` on, decided from
+    the trainer state's step (so a run resumed past the switch trains them at once)."""
+    from types import SimpleNamespace
+
+    from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer
+    from paddlemix.tools.supervised_finetune import DigitCurriculum, digit_token_ids
+
+    ids = digit_token_ids(QWenVLTokenizer(image_span=4))
+    tokenizer = QWenVLTokenizer(image_span=4)
+    assert [tokenizer.decode([i]) for i in ids] == list("0123456789")
+    model = SimpleNamespace(loss_ignored_ids=None)
+    curriculum = DigitCurriculum(model, ids, start_step=3)
+    seen = []
+    for step in range(5):
+        curriculum.on_step_begin(None, SimpleNamespace(global_step=step), None)
+        seen.append(model.loss_ignored_ids)
+    assert seen == [tuple(ids)] * 3 + [None, None]
+    resumed = SimpleNamespace(loss_ignored_ids=None)
+    DigitCurriculum(resumed, ids, start_step=3).on_train_begin(None, SimpleNamespace(global_step=600), None)
+    assert resumed.loss_ignored_ids is None
+    wrapped = SimpleNamespace(model=SimpleNamespace(loss_ignored_ids=None))  # as a LoRAModel holds the LM
+    DigitCurriculum(wrapped, ids, start_step=3).on_train_begin(None, SimpleNamespace(global_step=0), None)
+    assert wrapped.model.loss_ignored_ids is not None
+
+
+def test_task_fractions_parse_and_sample():
+    import pytest
+
+    from paddlemix.tools.supervised_finetune import parse_task_fractions, sample_tasks
+
+    assert parse_task_fractions("") == {}
+    assert parse_task_fractions("gc:0.25, MII:0") == {"GC": 0.25, "MII": 0.0}
+    for bad in ("XX:0.5", "GC", "GC:2", "GC:abc", "GC:-0.1"):
+        with pytest.raises(ValueError, match="task_fractions"):
+            parse_task_fractions(bad)
+    records = [{"id": f"{task}{i}", "task": task} for i in range(2000) for task in ("VG", "GC")]
+    kept = sample_tasks(records, {"GC": 0.25}, seed=1)
+    counts = {task: sum(r["task"] == task for r in kept) for task in ("VG", "GC")}
+    assert counts["VG"] == 2000  # a task without a share is kept whole
+    assert abs(counts["GC"] - 500) < 5 * (2000 * 0.25 * 0.75) ** 0.5  # binomial(2000, 0.25), 5 sigma
+    assert sample_tasks(records, {"GC": 0.25}, seed=1) == kept
+    assert sample_tasks(records, {"GC": 0.25}, seed=2) != kept
+    assert sample_tasks(records, {"GC": 0.0, "VG": 0.0}, seed=1) == []

@@ -17,7 +17,7 @@ at positions that carry a label, which is most of a small model's training cost 
 CPU fused with its cross-entropy (linear_cross_entropy.py).
 """
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import paddle
@@ -197,6 +197,12 @@ class QWenVLModel(QWenVLPretrainedModel, QWenModel):
 class QWenVLForCausalLM(QWenVLPretrainedModel):
     """Qwen-VL(-Chat): ``transformer`` (LLM + vision) and an untied ``lm_head``."""
 
+    # Target ids whose positions the loss leaves out (None: every labelled position counts); a tuple
+    # of ints, not a tensor, which nn.Layer would register as a buffer and save with the weights. The
+    # training recipe's digit curriculum sets it for its first steps (``digit_loss_start_step`` in
+    # paddlemix/tools/supervised_finetune.py).
+    loss_ignored_ids: Optional[Tuple[int, ...]] = None
+
     def __init__(self, config: QWenVLConfig):
         super().__init__(config)
         self.transformer = QWenVLModel(config)
@@ -219,7 +225,10 @@ class QWenVLForCausalLM(QWenVLPretrainedModel):
         positions only. hidden_states [B, S, H], labels [B, S] aligned with input_ids."""
         hidden = hidden_states.shape[-1]
         targets = labels[:, 1:].reshape([-1])  # [B*(S-1)]
-        keep = paddle.nonzero(targets != IGNORE_INDEX).reshape([-1])  # [n]
+        labelled = targets != IGNORE_INDEX
+        if self.loss_ignored_ids is not None:
+            labelled = labelled & ~paddle.isin(targets, paddle.to_tensor(self.loss_ignored_ids, dtype=targets.dtype))
+        keep = paddle.nonzero(labelled).reshape([-1])  # [n]
         if keep.shape[0] == 0:
             # Nothing to learn from: a zero that still depends on the graph.
             return hidden_states.sum() * 0.0

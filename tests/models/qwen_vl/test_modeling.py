@@ -158,6 +158,36 @@ def test_loss_uses_labelled_positions_only(tiny_model, tiny_pixels, make_prompt,
     np.testing.assert_allclose(both.logits.numpy(), full, rtol=1e-5, atol=1e-5)
 
 
+def test_loss_leaves_out_the_ignored_target_ids(tiny_model, tiny_pixels, make_prompt):
+    """The digit curriculum's switch: positions whose target is in ``loss_ignored_ids`` leave the mean."""
+    ids = [make_prompt([5, 6], "a.png", [15, 80, 24, IM_END])]
+    labels = np.full([1, len(ids[0])], -100)
+    labels[0, -4:] = [15, 80, 24, IM_END]
+    full = logits_of(tiny_model, ids, tiny_pixels[:1])
+    without_digits = labels.copy()
+    without_digits[0, -4] = without_digits[0, -2] = -100  # targets 15 and 24 ('0' and '9')
+    tiny_model.loss_ignored_ids = tuple(range(15, 25))
+    try:
+        loss = float(labelled_forward(tiny_model, ids, labels, tiny_pixels[:1]).loss)
+    finally:
+        tiny_model.loss_ignored_ids = None
+    assert loss == pytest.approx(reference_loss(full, without_digits), rel=1e-5)
+    assert loss != pytest.approx(reference_loss(full, labels), rel=1e-3)
+    assert float(labelled_forward(tiny_model, ids, labels, tiny_pixels[:1]).loss) == pytest.approx(
+        reference_loss(full, labels), rel=1e-5
+    )
+
+
+def test_demo_preset_initialisation_keeps_the_published_scale_per_width():
+    """std * sqrt(hidden) as the 7B's 0.02 * sqrt(4096), measured on the built weights."""
+    from paddlemix.models.qwen_vl.builder import build_model
+
+    model = build_model(preset="demo", seed=0)
+    for name in ("transformer.wte.weight", "transformer.h.0.attn.c_attn.weight", "lm_head.weight"):
+        weight = dict(model.named_parameters())[name].numpy()
+        assert weight.std() * np.sqrt(64) == pytest.approx(0.02 * np.sqrt(4096), rel=0.02), name
+
+
 def test_loss_without_labelled_positions_is_zero(tiny_model):
     out = tiny_model(
         paddle.to_tensor([[5, 6, 7]]), labels=paddle.to_tensor([[5, -100, -100]]), use_cache=False, return_dict=True
