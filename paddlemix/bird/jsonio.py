@@ -4,9 +4,11 @@ Each writer renders the text first, writes it to ``<path>.tmp`` next to the targ
 over ``path`` (atomic on one file system), so a reader sees the old file or the new one.
 """
 
+import contextlib
+import io
 import json
 import os
-from typing import Iterable
+from typing import Iterable, Iterator
 
 
 def write_text_atomic(path: str, text: str) -> None:
@@ -21,6 +23,15 @@ def write_text_atomic(path: str, text: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_text(path: str) -> Iterator[io.StringIO]:
+    """A text handle (no newline translation, as ``open(..., newline="")``) whose content replaces
+    ``path`` in one rename when the block ends; an exception inside the block leaves ``path`` as it was."""
+    buffer = io.StringIO(newline="")
+    yield buffer
+    write_text_atomic(path, buffer.getvalue())
 
 
 def write_json_atomic(path: str, data, indent=1, sort_keys: bool = False) -> None:

@@ -35,3 +35,20 @@ def test_a_failed_rename_removes_the_temporary(tmp_path):
     with pytest.raises(OSError):
         write_jsonl_atomic(target, [{"id": "x"}])
     assert [p.name for p in tmp_path.iterdir()] == ["taken"] and target.is_dir()
+
+
+def test_atomic_text_replaces_the_file_only_when_the_block_ends(tmp_path):
+    import csv
+
+    from paddlemix.bird.jsonio import atomic_text
+
+    path = tmp_path / "summary.csv"
+    path.write_text("old\n", encoding="utf-8")
+    with pytest.raises(RuntimeError):
+        with atomic_text(str(path)) as handle:
+            handle.write("half")
+            raise RuntimeError("killed mid-write")
+    assert path.read_text(encoding="utf-8") == "old\n" and not (tmp_path / "summary.csv.tmp").exists()
+    with atomic_text(str(path)) as handle:
+        csv.writer(handle).writerow(["a", "é"])
+    assert path.read_bytes() == "a,é\r\n".encode("utf-8")  # csv's own line ends, untranslated

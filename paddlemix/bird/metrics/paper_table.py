@@ -15,7 +15,7 @@ without its Java models) is shown as unavailable with the reason.
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..jsonio import write_json_atomic
+from ..jsonio import atomic_text, write_json_atomic
 
 # (task, metric key in the metrics file, label, the paper's value in %)
 PAPER_ROWS: Tuple[Tuple[str, str, str, float], ...] = (
@@ -84,7 +84,7 @@ def write_paper_table(metrics_by_task: Dict[str, dict], out_dir: str) -> Tuple[s
     md_path = os.path.join(out_dir, "paper_table.md")
     json_path = os.path.join(out_dir, "paper_table.json")
     markdown = format_markdown(rows)
-    with open(md_path, "w", encoding="utf-8") as f:
+    with atomic_text(md_path) as f:
         f.write("# This run vs the BiRD paper\n\n" + markdown)
     write_json_atomic(json_path, {"rows": rows, "this_run": "macro over modalities", "units": "%"}, indent=2)
     return md_path, json_path, markdown

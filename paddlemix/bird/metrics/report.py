@@ -14,6 +14,7 @@ import csv
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..jsonio import atomic_text
 from ..tasks import SCORED_TASKS
 from .evaluate import load_metrics, load_metrics_dir, metric_columns, score_warnings
 from .records import modality_order
@@ -37,13 +38,13 @@ def write_summary(metrics_files: Sequence[str], out_dir: str) -> Tuple[str, str]
     header, rows = summary_table(all_metrics)
     os.makedirs(out_dir, exist_ok=True)
     csv_path = os.path.join(out_dir, "summary.csv")
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+    with atomic_text(csv_path) as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for row in rows:
             writer.writerow(row[:2] + ["" if v is None else repr(float(v)) for v in row[2:]])
     md_path = os.path.join(out_dir, "summary.md")
-    with open(md_path, "w", encoding="utf-8") as handle:
+    with atomic_text(md_path) as handle:
         handle.write("# BiRD evaluation summary\n\n")
         for metrics in all_metrics:
             source = f" from `{metrics['pred_file']}`" if metrics.get("pred_file") else ""
@@ -151,14 +152,14 @@ def write_comparison(runs: Sequence[Tuple[str, str]], out_dir: str, notes: Seque
     tables = {average: comparison_table(loaded, average) for average in ("macro", "micro")}
     os.makedirs(out_dir, exist_ok=True)
     csv_path = os.path.join(out_dir, "summary.csv")
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+    with atomic_text(csv_path) as handle:
         writer = csv.writer(handle)
         writer.writerow(["average"] + tables["macro"][0])
         for average, (_, rows) in tables.items():
             for row in rows:
                 writer.writerow([average] + row[:2] + ["" if v is None else repr(float(v)) for v in row[2:-1]] + [row[-1]])
     md_path = os.path.join(out_dir, "summary.md")
-    with open(md_path, "w", encoding="utf-8") as handle:
+    with atomic_text(md_path) as handle:
         handle.write("# BiRD evaluation: " + " vs ".join(names) + "\n\n")
         for (name, run_dir), (_, metrics) in zip(runs, loaded):
             counts = ", ".join(f"{m['task']} {m['n']}" for m in metrics)
