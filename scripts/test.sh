@@ -11,7 +11,8 @@ bash scripts/setup_env.sh
 # (tests/serving/test_serve_browser.py, driven by Playwright; it never downloads a browser).
 missing=()
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# (the test takes either name Debian and Ubuntu give the binary)
+{ command -v chromium || command -v chromium-browser; } >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

@@ -338,7 +338,7 @@ def load_training_data(
             f"none of the {len(records)} records of {data_args.train_json} fits max_length={data_args.max_length} "
             f"tokens with its first turn (e.g. {dataset.skipped['too_long'][0]}); raise max_length"
         )
-    return dataset, tokenizer, image_processor
+    return dataset, tokenizer
 
 
 def checkpoint_problem(path: str) -> Optional[str]:
@@ -399,7 +399,7 @@ def main(argv=None):
     # A wrong model source fails here, before the data is read.
     check_source(model_args.model_preset, model_args.model_name_or_path, model_args.resampler_init)
     config = load_config(model_args.model_preset, model_args.model_name_or_path)
-    dataset, tokenizer, _ = load_training_data(
+    dataset, tokenizer = load_training_data(
         model_args, data_args, config, show_progress=training_args.local_rank <= 0, seed=training_args.seed
     )
     model = build_training_model(model_args, training_args)

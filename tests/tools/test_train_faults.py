@@ -107,7 +107,7 @@ def test_too_long_records_are_logged_by_id(demo_data, tmp_path, monkeypatch):
     data_args = DataArguments(train_json=str(single), image_root=demo_data["images"], max_length=max_length)
     log = RecordingLogger()
     monkeypatch.setattr(sft, "logger", log)
-    dataset, _, _ = load_training_data(ModelArguments(model_preset="tiny"), data_args, config, show_progress=False)
+    dataset, _ = load_training_data(ModelArguments(model_preset="tiny"), data_args, config, show_progress=False)
     assert len(dataset) == len(lengths) - len(too_long)
     skipped = [line for line in log.lines if line.startswith("skipped (too_long): ") and " ... and " not in line]
     assert [line.split(": ")[1] for line in skipped] == too_long[:20]

@@ -61,7 +61,7 @@ def bound_captions(texts: Sequence[str], ids: Sequence, limit: int = MAX_CAPTION
     return bounded, cut
 
 
-def bleu_from_sums(sums: np.ndarray, count: int = 0) -> np.ndarray:
+def bleu_from_sums(sums: np.ndarray) -> np.ndarray:
     """Corpus BLEU-1..4 from summed statistics (testlen, reflen, guess 1-4, correct 1-4), as pycocoevalcap."""
     small, tiny = 1e-9, 1e-15
     testlen, reflen = sums[:, 0], sums[:, 1]
