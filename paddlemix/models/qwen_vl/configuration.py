@@ -168,7 +168,7 @@ PRESETS["demo"] = dict(
     intermediate_size=256,
     # The published initialisation std (0.02) is for width 4096: at width 64 it makes every attention
     # score near zero and slows learning which token to attend to. This keeps std * sqrt(width) as at
-    # 4096 (0.02 * 8 = 0.16); docs/RESULTS.md, "Grounding runs" measures what it changes.
+    # 4096 (0.02 * 8 = 0.16); docs/GROUNDING_RUNS.md, "Third attempt", measures what it changes.
     initializer_range=0.02 * (4096 / 64) ** 0.5,
     visual=dict(PRESETS["tiny"]["visual"], output_dim=64),
 )
