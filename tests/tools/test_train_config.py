@@ -1,5 +1,6 @@
-"""The training configs as the recipe reads them: the paper's stage-2 JSON, command-line overrides, and
-the notes (``_`` keys) that are not arguments. Parsing only, so these stay in the fast core."""
+"""The training configs as the recipe reads them: the paper's stage-2 JSON, command-line overrides, the
+notes (``_`` keys) that are not arguments, and the recipe options that need no training run (the digit
+curriculum's switch, task_fractions). No model is trained, so these stay in the fast core."""
 
 import json
 import os
@@ -61,8 +62,8 @@ def test_digit_curriculum_switches_by_the_trainers_step():
     from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer
     from paddlemix.tools.supervised_finetune import DigitCurriculum, digit_token_ids
 
-    ids = digit_token_ids(QWenVLTokenizer(image_span=4))
     tokenizer = QWenVLTokenizer(image_span=4)
+    ids = digit_token_ids(tokenizer)
     assert [tokenizer.decode([i]) for i in ids] == list("0123456789")
     model = SimpleNamespace(loss_ignored_ids=None)
     curriculum = DigitCurriculum(model, ids, start_step=3)

@@ -86,7 +86,8 @@ def linear_cross_entropy_numpy(
         ids = targets[start : start + block_rows]
         r = rows.shape[0]
         logits = rows @ weight  # [r, V], becomes E' in place
-        target_logit = logits[np.arange(r), ids].astype(np.float64)
+        picked = (np.arange(r), ids)
+        target_logit = logits[picked].astype(np.float64)
         if float(np.sqrt(np.einsum("rh,rh->r", rows, rows).max())) * largest_column < _NO_SHIFT_BOUND:
             shift = np.zeros(r, dtype=np.float64)
         else:
@@ -101,7 +102,7 @@ def linear_cross_entropy_numpy(
         else:
             list(_pool(threads).map(lambda part: _exp_and_sum(logits[part], sums[part]), parts))
         total += float(np.sum(np.log(sums.astype(np.float64)) + shift - target_logit))
-        logits[np.arange(r), ids] -= sums
+        logits[picked] -= sums
         inverse = (1.0 / sums)[:, None]
         np.matmul(logits, weight.T, out=grad_states[start : start + r])
         grad_states[start : start + r] *= inverse
