@@ -185,10 +185,17 @@ def load_records(json_path: str, image_root: str, input_format: str = "auto", ta
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True, help="model directory written by training or conversion")
-    p.add_argument("--json_path", required=True, help="Med-GRIT test file (JSON list or JSONL)")
+    p.add_argument("--json_path", help="Med-GRIT test file (JSON list or JSONL); or --test_dir")
     p.add_argument("--image_root", required=True, help="folder the records' image paths are relative to")
-    p.add_argument("--output_file", required=True,
+    p.add_argument("--output_file",
                    help="prediction JSONL (resumed if it exists and was made by the same job; see --overwrite)")
+    p.add_argument("--test_dir", default=None,
+                   help="instead of --json_path/--output_file: answer every test_<TASK>.json of --tasks found here "
+                        "with one model load, each into --pred_dir/pred_<TASK>.jsonl (what infer_all.sh runs)")
+    p.add_argument("--pred_dir", default=None, help="with --test_dir: where pred_<TASK>.jsonl go")
+    p.add_argument("--tasks", default=",".join(TASK_FILES), help="with --test_dir: the tasks, comma-separated")
+    p.add_argument("--task_max_new_tokens", default="",
+                   help="with --test_dir: TASK=N,... replaces --max_new_tokens for those tasks (e.g. VG=64,RO=16)")
     p.add_argument("--overwrite", action="store_true",
                    help="start --output_file over even if it was made from another checkpoint, test file or settings")
     p.add_argument("--task", default=None, help="task of records without one (default: from the file name)")
@@ -212,7 +219,52 @@ def parse_args(argv=None):
     for name in ("batch_size", "max_new_tokens"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.test_dir is None:
+        if not (args.json_path and args.output_file):
+            p.error("give --json_path and --output_file (one test file), or --test_dir and --pred_dir")
+    elif args.json_path or args.output_file or args.task or not args.pred_dir:
+        p.error("--test_dir takes --pred_dir, and its tasks from the file names: no --json_path, --output_file or --task")
+    try:
+        args.task_max_new_tokens = parse_task_limits(args.task_max_new_tokens)
+    except ValueError as exc:
+        p.error(str(exc))
     return args
+
+
+# The file names of infer_all.sh / --test_dir, in the order they are answered.
+TASK_FILES = ("VG", "RO", "GC", "MII")
+
+
+def parse_task_limits(text: str) -> dict:
+    """``"VG=64,RO=16"`` -> {"VG": 64, "RO": 16}; every count at least 1."""
+    limits = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        task, _, count = item.partition("=")
+        if not count.strip().isdigit() or int(count) < 1:
+            raise ValueError(f"--task_max_new_tokens: {item!r} is not TASK=N with N at least 1")
+        limits[task.strip()] = int(count)
+    return limits
+
+
+def file_jobs(args) -> List[argparse.Namespace]:
+    """The one job of ``--json_path``, or one per test file of ``--test_dir`` (missing tasks are
+    skipped with a note); each job's settings are those a separate infer.py run would fingerprint."""
+    if args.test_dir is None:
+        return [args]
+    jobs = []
+    for task in filter(None, (t.strip() for t in args.tasks.split(","))):
+        path = os.path.join(args.test_dir, f"test_{task}.json")
+        if not os.path.isfile(path):
+            print(f"infer: {path} not found, skipping {task}", file=sys.stderr)
+            continue
+        job = argparse.Namespace(**vars(args))
+        job.json_path, job.task = path, task
+        job.output_file = os.path.join(args.pred_dir, f"pred_{task}.jsonl")
+        job.max_new_tokens = args.task_max_new_tokens.get(task, args.max_new_tokens)
+        jobs.append(job)
+    if not jobs:
+        raise FileNotFoundError(f"no test_<TASK>.json for tasks {args.tasks} in {args.test_dir}")
+    return jobs
 
 
 def fingerprint(args) -> dict:
@@ -235,32 +287,35 @@ def main(argv=None) -> int:
 
     if args.device:
         paddle.set_device(args.device)
-    paddle.seed(args.seed)
-    records = load_records(args.json_path, args.image_root, args.input_format, args.task, args.lenient)
-    done = start_predictions(args.output_file, fingerprint(args), overwrite=args.overwrite, inputs=[args.json_path])
-    if not records:
-        print(f"no records to answer in {args.json_path}: wrote an empty {args.output_file}")
-        return 0
-    from paddlemix.models.qwen_vl.builder import load_model
+    loaded = None  # the model is read once, for the first file with records
+    for job in file_jobs(args):
+        if args.test_dir is not None:
+            print(f"infer: {job.task} (max_new_tokens {job.max_new_tokens})")
+        paddle.seed(job.seed)  # each file as a run of its own would start
+        records = load_records(job.json_path, job.image_root, job.input_format, job.task, job.lenient)
+        done = start_predictions(job.output_file, fingerprint(job), overwrite=job.overwrite, inputs=[job.json_path])
+        if not records:
+            print(f"no records to answer in {job.json_path}: wrote an empty {job.output_file}")
+            continue
+        if loaded is None:
+            from paddlemix.models.qwen_vl.builder import load_model
 
-    model, tokenizer, image_processor = load_model(args.checkpoint, args.dtype)
-    extra = {k: v for k, v in (("top_p", args.top_p), ("temperature", args.temperature)) if v is not None}
-    n = run_inference(
-        model,
-        tokenizer,
-        image_processor,
-        records,
-        args.output_file,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        prompt_format=args.prompt_format,
-        all_turns=args.all_turns,
-        protocol=args.protocol,
-        decode_strategy=args.decode_strategy,
-        done=done,
-        **extra,
-    )
-    print(f"wrote {n} predictions to {args.output_file}")
+            loaded = load_model(args.checkpoint, args.dtype)
+        extra = {k: v for k, v in (("top_p", job.top_p), ("temperature", job.temperature)) if v is not None}
+        n = run_inference(
+            *loaded,
+            records,
+            job.output_file,
+            batch_size=job.batch_size,
+            max_new_tokens=job.max_new_tokens,
+            prompt_format=job.prompt_format,
+            all_turns=job.all_turns,
+            protocol=job.protocol,
+            decode_strategy=job.decode_strategy,
+            done=done,
+            **extra,
+        )
+        print(f"wrote {n} predictions to {job.output_file}")
     return 0
 
 

@@ -37,6 +37,7 @@ from paddlemix.bird.tasks import TASKS, check_task  # noqa: E402
 from paddlemix.datasets.medgrit import load_medgrit  # noqa: E402
 from paddlemix.datasets.sft import LengthGroupedBatchSampler, SFTCollator, SFTDataset  # noqa: E402
 from paddlemix.models.qwen_vl.builder import build_model, check_source, load_config, load_tokenizer  # noqa: E402
+from paddlemix.models.qwen_vl.vision import FrozenFeatureCache  # noqa: E402
 
 MAX_LOGGED_SKIPS = 20  # skipped records named one per log line; the rest are counted
 # Qwen-VL's fine-tuning recipe puts LoRA on the LLM's attention and MLP projections only.
@@ -76,6 +77,14 @@ class ModelArguments:
     lora_rank: int = 64
     lora_alpha: int = 16
     lora_dropout: float = 0.05
+    image_feature_cache_mb: float = field(
+        default=0,
+        metadata={
+            "help": "With the whole vision tower frozen: keep each training image's features (up to this "
+            "many MB) instead of recomputing them for every record and epoch that shows the image; the "
+            "same features to the last float bits. 0: off (a 7B image's features are 4 MB)."
+        },
+    )
 
 
 @dataclass
@@ -89,8 +98,8 @@ class DataArguments:
     task_fractions: str = field(
         default="",
         metadata={
-            "help": "Share of each task's training records kept, e.g. 'GC:0.25,MII:0.25' (a seeded draw per "
-            "record); tasks not listed are kept whole. Empty (the paper's recipe): every record."
+            "help": "Share of each task's training records kept, e.g. 'GC:0.25,MII:0.25' (a draw per record "
+            "seeded by --seed); tasks not listed are kept whole. Empty (the paper's recipe): every record."
         },
     )
     digit_loss_start_step: int = field(
@@ -248,6 +257,10 @@ def build_training_model(model_args: ModelArguments, training_args: TrainingArgu
         )
         model = LoRAModel(model, lora_config)
         model.mark_only_lora_as_trainable()
+    if model_args.image_feature_cache_mb > 0:
+        transformer = (model.model if model_args.lora else model).transformer
+        FrozenFeatureCache.check_frozen(transformer.visual)  # ValueError: set --train_resampler false
+        transformer.image_feature_cache = FrozenFeatureCache(int(model_args.image_feature_cache_mb * 2**20))
     return model
 
 
@@ -384,6 +397,13 @@ def main(argv=None):
     training_args.remove_unused_columns = False  # `images` is not a forward() argument PaddleNLP knows
     training_args.print_config(model_args, "Model")
     training_args.print_config(data_args, "Data")
+    if model_args.image_feature_cache_mb > 0 and not model_args.lora and (
+        not model_args.freeze_vision or model_args.train_resampler
+    ):
+        raise ValueError(
+            "image_feature_cache_mb needs the whole vision tower frozen: set --freeze_vision true and "
+            "--train_resampler false (or --image_feature_cache_mb 0)"
+        )
 
     resume = training_args.resume_from_checkpoint
     if resume is not None:
@@ -418,6 +438,12 @@ def main(argv=None):
     if data_args.digit_loss_start_step > 0:
         trainer.add_callback(DigitCurriculum(model, digit_token_ids(tokenizer), data_args.digit_loss_start_step))
     result = trainer.train(resume_from_checkpoint=resume)
+    cache = (model.model if model_args.lora else model).transformer.image_feature_cache
+    if cache is not None:
+        logger.info(
+            f"image feature cache: {cache.hits} images reused, {cache.misses} computed, "
+            f"{cache.held_bytes / 2**20:.1f} of {cache.max_bytes / 2**20:.0f} MB held"
+        )
     trainer.save_model()
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)

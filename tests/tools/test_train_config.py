@@ -98,3 +98,17 @@ def test_task_fractions_parse_and_sample():
     assert sample_tasks(records, {"GC": 0.25}, seed=1) == kept
     assert sample_tasks(records, {"GC": 0.25}, seed=2) != kept
     assert sample_tasks(records, {"GC": 0.0, "VG": 0.0}, seed=1) == []
+
+
+def test_image_feature_cache_needs_the_whole_tower_frozen(tmp_path):
+    """Refused before any data is read or model built: a trainable resampler changes its features."""
+    import pytest
+
+    from paddlemix.tools.supervised_finetune import main, parse_arguments
+
+    demo = os.path.join(ROOT, "paddlemix/config/BiRD/sft_argument_demo.json")
+    model_args, _, _ = parse_arguments([demo])
+    assert model_args.image_feature_cache_mb > 0 and not model_args.train_resampler
+    for switch in (["--train_resampler", "true"], ["--freeze_vision", "false"]):
+        with pytest.raises(ValueError, match="image_feature_cache_mb needs the whole vision tower frozen"):
+            main([demo, *switch, "--train_json", str(tmp_path / "absent.json"), "--output_dir", str(tmp_path / "o"), "--device", "cpu"])

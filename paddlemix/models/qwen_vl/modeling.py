@@ -136,6 +136,10 @@ class QWenVLPretrainedModel(QWenPretrainedModel):
 class QWenVLModel(QWenVLPretrainedModel, QWenModel):
     """PaddleNLP's QWen decoder (``wte``, ``h``, ``ln_f``) with the vision tower as ``visual``."""
 
+    # None, or a vision.FrozenFeatureCache the training recipe sets when the whole tower is frozen
+    # (``image_feature_cache_mb``); a plain attribute, not a sublayer, so nothing of it is saved.
+    image_feature_cache = None
+
     def __init__(self, config: QWenVLConfig):
         QWenModel.__init__(self, config)
         self.visual = QWenVisionTransformer(config.visual, config.resampler_heads)
@@ -151,7 +155,8 @@ class QWenVLModel(QWenVLPretrainedModel, QWenModel):
             return embeds
         if images is None:
             raise ValueError(f"input_ids contain {positions.shape[0]} image slot(s) but no images were given")
-        features = self.visual(images)  # [n_images, Q, H]
+        cache = self.image_feature_cache
+        features = self.visual(images) if cache is None else cache(self.visual, images)  # [n_images, Q, H]
         return splice_image_features(embeds, positions, features)
 
     def forward(

@@ -10,6 +10,7 @@ attn.in_proj_bias,attn.out_proj,ln_q,ln_kv}``, ``ln_post``, ``proj``). Linear we
 Paddle way, [in, out]; the converter transposes the PyTorch [out, in] tensors.
 """
 
+import hashlib
 import math
 from typing import Any, Dict
 
@@ -18,7 +19,14 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-__all__ = ["QWenVisionTransformer", "Resampler", "VisionBlock", "sincos_pos_embed_2d", "resize_pos_embed"]
+__all__ = [
+    "FrozenFeatureCache",
+    "QWenVisionTransformer",
+    "Resampler",
+    "VisionBlock",
+    "sincos_pos_embed_2d",
+    "resize_pos_embed",
+]
 
 LN_EPS = 1e-6
 # Query/key scale of the spatial initialisation: at 4 a demo query's attention centres 2.9 patches
@@ -228,3 +236,58 @@ class QWenVisionTransformer(nn.Layer):
         x = self.attn_pool(x)  # [N, Q, output_dim]
         x = self.ln_post(x)
         return paddle.matmul(x, self.proj)  # [N, Q, output_dim]
+
+
+class FrozenFeatureCache:
+    """A frozen vision tower's features, remembered per image for a training run.
+
+    With every vision weight frozen (and no dropout in the tower) an image's features are the same at
+    every step, yet training recomputes them for each record that shows the image (a demo image is in
+    six records on average, and every epoch shows it again). ``cache(visual, pixel_values)`` returns
+    what ``visual(pixel_values)`` returns, computing only the images it has not seen (keyed by a hash
+    of their pixels) and keeping features until ``max_bytes`` are held; later images are computed
+    every time. Features computed in another batch can differ from a fresh computation in the last
+    float bits (BLAS blocking depends on the batch), not more.
+    """
+
+    def __init__(self, max_bytes: int):
+        if max_bytes <= 0:
+            raise ValueError(f"FrozenFeatureCache needs a positive byte budget, got {max_bytes}")
+        self.max_bytes = int(max_bytes)
+        self.held_bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._features: Dict[bytes, paddle.Tensor] = {}
+
+    @staticmethod
+    def check_frozen(visual: nn.Layer) -> None:
+        trainable = [name for name, param in visual.named_parameters() if not param.stop_gradient]
+        if trainable:
+            raise ValueError(
+                f"the image feature cache needs a frozen vision tower; trainable: {trainable[:3]}"
+                + (f" and {len(trainable) - 3} more" if len(trainable) > 3 else "")
+            )
+
+    def __call__(self, visual: nn.Layer, pixel_values: paddle.Tensor) -> paddle.Tensor:
+        pixels = pixel_values.numpy()
+        keys = [
+            hashlib.blake2b(f"{image.shape}{image.dtype}".encode() + image.tobytes(), digest_size=16).digest()
+            for image in pixels
+        ]
+        missing = []  # the first record of each image not yet held
+        for i, key in enumerate(keys):
+            if key not in self._features and all(keys[j] != key for j in missing):
+                missing.append(i)
+        computed = {}
+        if missing:
+            with paddle.no_grad():
+                fresh = visual(paddle.to_tensor(pixels[missing], place=pixel_values.place))
+            size = int(np.prod(fresh.shape[1:])) * fresh.element_size()
+            for row, i in enumerate(missing):
+                computed[keys[i]] = fresh[row].clone()
+                if self.held_bytes + size <= self.max_bytes:
+                    self._features[keys[i]] = computed[keys[i]]
+                    self.held_bytes += size
+        self.misses += len(missing)
+        self.hits += len(keys) - len(missing)
+        return paddle.stack([computed.get(key, self._features.get(key)) for key in keys])

@@ -14,23 +14,14 @@ PRED_DIR=${4:-${PRED_DIR:-$CHECKPOINT/predictions}}
 HERE=$(dirname "$0")
 ROOT=$(CDPATH= cd -- "$HERE/../../.." && pwd)
 . "$ROOT/scripts/python.sh"
-mkdir -p "$PRED_DIR"
-found=0
+# One Python process answers every test file (the model is read once; each file is resumed or
+# refused on its own, as infer.py does for one); a missing test_<TASK>.json is skipped with a note.
+LIMITS=""
 for TASK in VG RO GC MII; do
-  TEST_FILE="$TEST_DIR/test_$TASK.json"
-  if [ ! -f "$TEST_FILE" ]; then
-    echo "infer_all: $TEST_FILE not found, skipping $TASK" >&2
-    continue
-  fi
-  found=$((found + 1))
   eval "NEW_TOKENS=\${MAX_NEW_TOKENS_$TASK:-\${MAX_NEW_TOKENS:-256}}"
-  echo "infer_all: $TASK (max_new_tokens $NEW_TOKENS)"
-  # shellcheck disable=SC2086
-  "$PYTHON" "$HERE/infer.py" --checkpoint "$CHECKPOINT" --json_path "$TEST_FILE" --image_root "$IMAGE_ROOT" \
-    --output_file "$PRED_DIR/pred_$TASK.jsonl" --task "$TASK" --batch_size "${BATCH_SIZE:-8}" \
-    --max_new_tokens "$NEW_TOKENS" --prompt_format "${PROMPT_FORMAT:-chatml}" ${EXTRA_ARGS:-}
+  LIMITS="$LIMITS${LIMITS:+,}$TASK=$NEW_TOKENS"
 done
-if [ "$found" -eq 0 ]; then
-  echo "error: no test_<TASK>.json in $TEST_DIR" >&2
-  exit 2
-fi
+# shellcheck disable=SC2086
+"$PYTHON" "$HERE/infer.py" --checkpoint "$CHECKPOINT" --test_dir "$TEST_DIR" --image_root "$IMAGE_ROOT" \
+  --pred_dir "$PRED_DIR" --tasks VG,RO,GC,MII --task_max_new_tokens "$LIMITS" --batch_size "${BATCH_SIZE:-8}" \
+  --prompt_format "${PROMPT_FORMAT:-chatml}" ${EXTRA_ARGS:-}

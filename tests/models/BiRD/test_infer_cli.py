@@ -326,3 +326,55 @@ def test_qwen_vl_grounding_protocol_end_to_end(setup):
                 union = (x2 - x1) * (y2 - y1) + right - inter
                 hits += union > 0 and inter / union >= 0.5
         assert metrics["n"] == 3 and metrics["micro"]["Precision@1"] == hits / 3
+
+
+def test_test_dir_mode_writes_what_separate_runs_write(setup, tmp_path):
+    """infer_all.sh's one-process mode: each test file gets the file and fingerprint a run of its own
+    would (so either resumes the other), missing tasks are skipped, and no file at all is an error."""
+    import shutil
+
+    root, ckpt, test_file, images = setup
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    shutil.copy(test_file, tests / "test_VG.json")
+    shutil.copy(test_file, tests / "test_GC.json")  # VG-style answers; GC questions are free text anyway
+    from paddlemix.tools.infer import main
+
+    argv = ["--checkpoint", str(ckpt), "--image_root", str(images), "--test_dir", str(tests),
+            "--pred_dir", str(tmp_path / "pred"), "--task_max_new_tokens", "VG=3,GC=5", "--batch_size", "4"]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        assert main(argv) == 0
+    assert f"{tests / 'test_RO.json'} not found, skipping RO" in stderr.getvalue()
+    assert "infer: VG (max_new_tokens 3)" in stdout.getvalue() and "infer: GC (max_new_tokens 5)" in stdout.getvalue()
+    assert sorted(os.listdir(tmp_path / "pred")) == [
+        "pred_GC.jsonl", "pred_GC.jsonl.meta.json", "pred_VG.jsonl", "pred_VG.jsonl.meta.json"]
+    for task, tokens in (("VG", "3"), ("GC", "5")):
+        alone = tmp_path / f"alone_{task}.jsonl"
+        r = infer(root, ckpt, tests / f"test_{task}.json", images, alone, "--task", task, "--max_new_tokens", tokens,
+                  "--batch_size", "4")
+        assert r.returncode == 0
+        made = tmp_path / "pred" / f"pred_{task}.jsonl"
+        assert alone.read_text() == made.read_text() and len(made.read_text().splitlines()) == 11
+        assert json.loads((tmp_path / f"alone_{task}.jsonl.meta.json").read_text())["fingerprint"] == json.loads(
+            (tmp_path / "pred" / f"pred_{task}.jsonl.meta.json").read_text())["fingerprint"]
+    # A GC answer of 5 tokens is not the same job as one of 3: the one-file run refuses to resume it.
+    from paddlemix.bird.predictions import PredictionMismatch
+
+    with pytest.raises(PredictionMismatch, match="max_new_tokens"):
+        infer(root, ckpt, tests / "test_GC.json", images, tmp_path / "pred" / "pred_GC.jsonl", "--task", "GC",
+              "--max_new_tokens", "3")
+
+    from paddlemix.cli import run
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with contextlib.redirect_stderr(stderr):
+        assert run(main, ["--checkpoint", str(ckpt), "--image_root", str(images), "--test_dir", str(empty),
+                          "--pred_dir", str(tmp_path / "p2")]) == 2
+    assert f"no test_<TASK>.json for tasks VG,RO,GC,MII in {empty}" in stderr.getvalue()
+    for wrong in (["--json_path", str(test_file)], ["--task", "VG"], []):
+        extra = [] if wrong == [] else ["--pred_dir", str(tmp_path / "p3")]
+        with pytest.raises(SystemExit) as exc, contextlib.redirect_stderr(io.StringIO()):
+            main(["--checkpoint", str(ckpt), "--image_root", str(images), "--test_dir", str(tests), *extra, *wrong])
+        assert exc.value.code == 2

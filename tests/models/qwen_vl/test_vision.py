@@ -133,3 +133,66 @@ def test_spatial_init_same_size_grid_by_hand():
     want = np.exp(logits - logits.max(1, keepdims=True))
     np.testing.assert_allclose(weights, want / want.sum(1, keepdims=True), atol=1e-6)
     np.testing.assert_array_equal(weights.argmax(1), np.arange(9))
+
+
+def test_frozen_feature_cache_returns_the_towers_features_and_computes_each_image_once(tiny_model, tiny_pixels):
+    from paddlemix.models.qwen_vl.vision import FrozenFeatureCache
+
+    visual = tiny_model.transformer.visual
+    calls = []
+    original = visual.forward
+
+    def counted(pixel_values):
+        calls.append(pixel_values.shape[0])
+        return original(pixel_values)
+
+    a, b, c = tiny_pixels
+    cache = FrozenFeatureCache(max_bytes=2**30)
+    visual.forward = counted
+    try:
+        first = cache(visual, paddle.to_tensor(np.stack([a, b, a]))).numpy()
+        second = cache(visual, paddle.to_tensor(np.stack([c, b]))).numpy()
+    finally:
+        del visual.forward
+    assert calls == [2, 1]  # a and b once, then only c
+    assert (cache.misses, cache.hits) == (3, 2)
+    with paddle.no_grad():
+        want = visual(paddle.to_tensor(tiny_pixels)).numpy()  # one fresh batch [a, b, c]
+    np.testing.assert_allclose(first, want[[0, 1, 0]], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(second, want[[2, 1]], rtol=1e-5, atol=1e-5)
+
+    # A budget of one image's features: the first image is kept, the others are recomputed each time.
+    one = int(np.prod(want.shape[1:])) * 4
+    small = FrozenFeatureCache(max_bytes=one)
+    small(visual, paddle.to_tensor(tiny_pixels))
+    again = small(visual, paddle.to_tensor(tiny_pixels)).numpy()
+    assert (small.held_bytes, small.misses, small.hits) == (one, 5, 1)
+    np.testing.assert_allclose(again, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="positive byte budget"):
+        FrozenFeatureCache(0)
+
+
+def test_feature_cache_refuses_a_trainable_tower_and_leaves_the_loss_unchanged(tiny_model, make_prompt, tiny_pixels):
+    from paddlemix.models.qwen_vl.vision import FrozenFeatureCache
+
+    layer = paddle.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match=r"frozen vision tower; trainable: \['weight', 'bias'\]"):
+        FrozenFeatureCache.check_frozen(layer)
+    for param in layer.parameters():
+        param.stop_gradient = True
+    FrozenFeatureCache.check_frozen(layer)
+
+    ids = [make_prompt([11, 12], "a.png", [13, 14, 15]), make_prompt([21, 22], "b.png", [23, 24, 25])]
+    labels = [[-100] * (len(row) - 2) + row[-2:] for row in ids]
+    batch = dict(input_ids=paddle.to_tensor(ids), images=paddle.to_tensor(tiny_pixels[:2]),
+                 labels=paddle.to_tensor(labels), use_cache=False, return_dict=True)
+    with paddle.no_grad():
+        plain = float(tiny_model(**batch).loss)
+        tiny_model.transformer.image_feature_cache = FrozenFeatureCache(2**30)
+        try:
+            cached = [float(tiny_model(**batch).loss) for _ in range(2)]
+            cache = tiny_model.transformer.image_feature_cache
+        finally:
+            tiny_model.transformer.image_feature_cache = None
+    assert (cache.misses, cache.hits) == (2, 2)
+    assert cached == pytest.approx([plain, plain], rel=1e-6)
