@@ -228,6 +228,9 @@ def parse_args(argv=None):
         args.task_max_new_tokens = parse_task_limits(args.task_max_new_tokens)
     except ValueError as exc:
         p.error(str(exc))
+    unknown = sorted(set(args.task_max_new_tokens) - {t.strip() for t in args.tasks.split(",")})
+    if unknown:
+        p.error(f"--task_max_new_tokens names {', '.join(unknown)}, not in --tasks {args.tasks}")
     return args
 
 

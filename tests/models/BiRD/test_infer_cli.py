@@ -373,8 +373,11 @@ def test_test_dir_mode_writes_what_separate_runs_write(setup, tmp_path):
         assert run(main, ["--checkpoint", str(ckpt), "--image_root", str(images), "--test_dir", str(empty),
                           "--pred_dir", str(tmp_path / "p2")]) == 2
     assert f"no test_<TASK>.json for tasks VG,RO,GC,MII in {empty}" in stderr.getvalue()
-    for wrong in (["--json_path", str(test_file)], ["--task", "VG"], []):
+    for wrong, said in ((["--json_path", str(test_file)], "no --json_path"), (["--task", "VG"], "no --json_path"),
+                        ([], "--test_dir takes --pred_dir"), (["--task_max_new_tokens", "VQ=4"], "names VQ, not in"),
+                        (["--task_max_new_tokens", "VG=0"], "'VG=0' is not TASK=N")):
         extra = [] if wrong == [] else ["--pred_dir", str(tmp_path / "p3")]
-        with pytest.raises(SystemExit) as exc, contextlib.redirect_stderr(io.StringIO()):
+        usage = io.StringIO()
+        with pytest.raises(SystemExit) as exc, contextlib.redirect_stderr(usage):
             main(["--checkpoint", str(ckpt), "--image_root", str(images), "--test_dir", str(tests), *extra, *wrong])
-        assert exc.value.code == 2
+        assert exc.value.code == 2 and said in usage.getvalue()
