@@ -14,6 +14,9 @@
 #   MEDGRIT_ARGS      build_medgrit options ("--max_turns 3 --split_turns VG,RO --test_questions 4
 #                     --max_mii_regions 2")
 #   TRAIN_ARGS        extra --key value pairs for training, e.g. "--max_steps 2"
+#   DEMO_CONFIG       the training config (paddlemix/config/BiRD/sft_argument_demo.json; the long run
+#                     that grounds on MR: sft_argument_demo_grounding.json, with its own OUTPUT_DIR
+#                     and REPORT_DIR so the default demo's results stay)
 #   MAX_NEW_TOKENS_VG, _RO, _GC, _MII   generation budget per task (64, 16, 64, 160)
 #   INFER_BATCH_SIZE  inference batch (64)
 #   DEMO_LOG          where every line of output goes (REPORT_DIR/demo.log); the screen gets the stages
@@ -23,7 +26,7 @@ DEMO_DIR=${DEMO_DIR:-data/demo}
 OUTPUT_DIR=${OUTPUT_DIR:-output/demo}
 UNTRAINED_DIR=${UNTRAINED_DIR:-${OUTPUT_DIR}_untrained}
 REPORT_DIR=${REPORT_DIR:-reports/demo}
-CONFIG=paddlemix/config/BiRD/sft_argument_demo.json
+CONFIG=${DEMO_CONFIG:-paddlemix/config/BiRD/sft_argument_demo.json}
 SA_ROOT=$DEMO_DIR/sa_med2d
 IMAGES=$SA_ROOT/images
 MEDGRIT=$DEMO_DIR/medgrit
@@ -106,6 +109,7 @@ stage 9/9 "report: loss curve, VG gallery, comparison → $REPORT_DIR"
 "$PYTHON" -m paddlemix.tools.report --out_dir "$REPORT_DIR" \
   --compare trained="$REPORT_DIR/trained" shuffled="$REPORT_DIR/shuffled" untrained="$REPORT_DIR/untrained" \
   baseline="$REPORT_DIR/baselines" \
+  --image_use "$REPORT_DIR/trained/pred/pred_VG.jsonl" "$REPORT_DIR/shuffled/pred/pred_VG.jsonl" \
   --note "trained: \`$CONFIG\` (preset $PRESET, seed $SEED, resampler_init $RESAMPLER_INIT) on \`$MEDGRIT/train.json\`; extra training arguments: ${TRAIN_ARGS:-none}." \
   --note "shuffled: the trained model shown another image of the same modality for each VG/RO question (image-blind ablation); a grounding claim needs trained well above shuffled." \
   --note "untrained: the same preset and seed saved before the first step (\`$UNTRAINED_DIR\`)." \

@@ -77,6 +77,8 @@ def test_summary_compares_trained_shuffled_untrained_and_baseline(demo):
         for key in keys:
             assert f"| {task} | {key} |" in md
     assert "`loss.png`" in md and "`gallery/index.html`" in md
+    assert "## VG image use, paired per question" in md
+    assert "| modality | questions | reference boxes | found, real images | found, shuffled |" in md
 
 
 def test_the_ablation_answers_the_same_questions_on_other_images(demo):

@@ -112,3 +112,23 @@ def test_image_feature_cache_needs_the_whole_tower_frozen(tmp_path):
     for switch in (["--train_resampler", "true"], ["--freeze_vision", "false"]):
         with pytest.raises(ValueError, match="image_feature_cache_mb needs the whole vision tower frozen"):
             main([demo, *switch, "--train_json", str(tmp_path / "absent.json"), "--output_dir", str(tmp_path / "o"), "--device", "cpu"])
+
+
+def test_grounding_config_is_the_demo_recipe_run_longer_on_vg_and_ro():
+    """sft_argument_demo_grounding.json may differ from the demo's config only where it says it does."""
+    from dataclasses import asdict
+
+    from paddlemix.tools.supervised_finetune import parse_arguments, parse_task_fractions
+
+    base = [os.path.join(ROOT, "paddlemix/config/BiRD/sft_argument_demo.json")]
+    long = [os.path.join(ROOT, "paddlemix/config/BiRD/sft_argument_demo_grounding.json")]
+    differ = {"max_steps": 3000, "digit_loss_start_step": 450, "task_fractions": "GC:0,MII:0",
+              "output_dir": "output/demo_grounding", "save_steps": 500}
+    for demo_part, long_part in zip(parse_arguments(base), parse_arguments(long)):
+        demo_fields, long_fields = asdict(demo_part), asdict(long_part)
+        for key in demo_fields:
+            if key in differ:
+                assert long_fields[key] == differ[key], key
+            elif key not in ("logging_dir", "run_name"):  # both follow output_dir
+                assert long_fields[key] == demo_fields[key], key
+    assert parse_task_fractions(differ["task_fractions"]) == {"GC": 0.0, "MII": 0.0}

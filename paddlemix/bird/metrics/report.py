@@ -16,7 +16,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..jsonio import atomic_text
 from ..tasks import SCORED_TASKS
+from . import image_use as image_use_vg
 from .evaluate import load_metrics, load_metrics_dir, metric_columns, score_warnings
+from .params import Params
 from .records import modality_order
 
 
@@ -140,15 +142,23 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(runs: Sequence[Tuple[str, str]], out_dir: str, notes: Sequence[str] = ()) -> Tuple[str, str]:
+def write_comparison(
+    runs: Sequence[Tuple[str, str]],
+    out_dir: str,
+    notes: Sequence[str] = (),
+    image_use: Optional[Tuple[str, str]] = None,
+) -> Tuple[str, str]:
     """Compare runs given as ``(name, directory with metrics_<TASK>.json)``: write ``summary.md``
-    (macro and micro tables, VG Recall@0.5 and RO accuracy per modality, then ``notes`` as lines) and ``summary.csv`` into ``out_dir``."""
+    (macro and micro tables, VG Recall@0.5 and RO accuracy per modality, with ``image_use`` — two VG
+    prediction files, real and shuffled images — their paired comparison
+    (:mod:`paddlemix.bird.metrics.image_use`), then ``notes`` as lines) and ``summary.csv`` into ``out_dir``."""
     if not runs:
         raise ValueError("no runs to compare")
     names = [name for name, _ in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"run names must differ: {names}")
     loaded = [(name, load_run(run_dir)) for name, run_dir in runs]
+    paired = image_use_vg.paired_vg_files(*image_use) if image_use else None
     tables = {average: comparison_table(loaded, average) for average in ("macro", "micro")}
     os.makedirs(out_dir, exist_ok=True)
     csv_path = os.path.join(out_dir, "summary.csv")
@@ -176,6 +186,9 @@ def write_comparison(runs: Sequence[Tuple[str, str]], out_dir: str, notes: Seque
         if rows:
             handle.write("\n## per modality\n\n")
             handle.write(_markdown_table(header, rows))
+        if paired:
+            handle.write(f"\n## VG image use, paired per question\n\n`{image_use[0]}` vs `{image_use[1]}`:\n\n")
+            handle.write("\n".join(image_use_vg.markdown(paired, Params().iou_threshold)) + "\n")
         if notes:
             handle.write("\n" + "\n".join(notes) + "\n")
     return md_path, csv_path
