@@ -7,7 +7,8 @@ form is Qwen-VL's ``<img>PATH</img><ref>PHRASE</ref><box>``) and the model only 
 (:mod:`paddlemix.bird.metrics.qwen_grounding`). Reruns resume after the last complete record, but only when
 they are the same job: ``<output_file>.meta.json`` records the checkpoint, the test file and the
 settings in :data:`FINGERPRINT_ARGS`, and a rerun that differs is refused until ``--overwrite``
-(see :mod:`paddlemix.bird.predictions`).
+(see :mod:`paddlemix.bird.predictions`). ``--test_dir`` answers each ``test_<TASK>.json`` of a folder
+in one process, every file as its own job (what ``infer_all.sh`` runs).
 """
 
 import argparse

@@ -81,8 +81,9 @@ class ModelArguments:
         default=0,
         metadata={
             "help": "With the whole vision tower frozen: keep each training image's features (up to this "
-            "many MB) instead of recomputing them for every record and epoch that shows the image; the "
-            "same features to the last float bits. 0: off (a 7B image's features are 4 MB)."
+            "many MB) instead of recomputing them for every record and epoch that shows the image; equal "
+            "up to the last float bits (a kept feature was computed in another batch). 0: off (a 7B "
+            "image's features are 4 MB)."
         },
     )
 

@@ -2,6 +2,8 @@
 
     python tests/models/BiRD/infer.py --checkpoint DIR --json_path TEST.json --image_root DIR \
         --output_file PRED.jsonl [--batch_size N] [--max_new_tokens M] [--prompt_format chatml|raw]
+    python tests/models/BiRD/infer.py --checkpoint DIR --test_dir DIR --pred_dir DIR --image_root DIR \
+        [--tasks VG,RO,GC,MII] [--task_max_new_tokens VG=64,RO=16]   # every test file, one model load
 """
 
 import os
