@@ -80,7 +80,7 @@ class ModelArguments:
     image_feature_cache_mb: float = field(
         default=0,
         metadata={
-            "help": "With the whole vision tower frozen: keep each training image's features (up to this "
+            "help": "With the whole vision tower frozen (else off, with a warning): keep each training image's features (up to this "
             "many MB) instead of recomputing them for every record and epoch that shows the image; equal "
             "up to the last float bits (a kept feature was computed in another batch). 0: off (a 7B "
             "image's features are 4 MB)."
@@ -260,8 +260,15 @@ def build_training_model(model_args: ModelArguments, training_args: TrainingArgu
         model.mark_only_lora_as_trainable()
     if model_args.image_feature_cache_mb > 0:
         transformer = (model.model if model_args.lora else model).transformer
-        FrozenFeatureCache.check_frozen(transformer.visual)  # ValueError: set --train_resampler false
-        transformer.image_feature_cache = FrozenFeatureCache(int(model_args.image_feature_cache_mb * 2**20))
+        trainable = FrozenFeatureCache.trainable_parameters(transformer.visual)
+        if trainable:
+            # A config that sets the cache (the demo's) stays usable with --train_resampler true.
+            logger.warning(
+                f"image_feature_cache_mb is off for this run: the vision tower trains ({trainable[0]} and "
+                f"{len(trainable) - 1} more), so its features change every step"
+            )
+        else:
+            transformer.image_feature_cache = FrozenFeatureCache(int(model_args.image_feature_cache_mb * 2**20))
     return model
 
 
@@ -398,13 +405,6 @@ def main(argv=None):
     training_args.remove_unused_columns = False  # `images` is not a forward() argument PaddleNLP knows
     training_args.print_config(model_args, "Model")
     training_args.print_config(data_args, "Data")
-    if model_args.image_feature_cache_mb > 0 and not model_args.lora and (
-        not model_args.freeze_vision or model_args.train_resampler
-    ):
-        raise ValueError(
-            "image_feature_cache_mb needs the whole vision tower frozen: set --freeze_vision true and "
-            "--train_resampler false (or --image_feature_cache_mb 0)"
-        )
 
     resume = training_args.resume_from_checkpoint
     if resume is not None:

@@ -12,7 +12,7 @@ Paddle way, [in, out]; the converter transposes the PyTorch [out, in] tensors.
 
 import hashlib
 import math
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import numpy as np
 import paddle
@@ -260,13 +260,9 @@ class FrozenFeatureCache:
         self._features: Dict[bytes, paddle.Tensor] = {}
 
     @staticmethod
-    def check_frozen(visual: nn.Layer) -> None:
-        trainable = [name for name, param in visual.named_parameters() if not param.stop_gradient]
-        if trainable:
-            raise ValueError(
-                f"the image feature cache needs a frozen vision tower; trainable: {trainable[:3]}"
-                + (f" and {len(trainable) - 3} more" if len(trainable) > 3 else "")
-            )
+    def trainable_parameters(visual: nn.Layer) -> List[str]:
+        """Names of the tower's trainable parameters: a cache only holds when this is empty."""
+        return [name for name, param in visual.named_parameters() if not param.stop_gradient]
 
     def __call__(self, visual: nn.Layer, pixel_values: paddle.Tensor) -> paddle.Tensor:
         pixels = pixel_values.numpy()
