@@ -14,9 +14,9 @@
 #   MEDGRIT_ARGS      build_medgrit options ("--max_turns 3 --split_turns VG,RO --test_questions 4
 #                     --max_mii_regions 2")
 #   TRAIN_ARGS        extra --key value pairs for training, e.g. "--max_steps 2"
-#   DEMO_CONFIG       the training config (paddlemix/config/BiRD/sft_argument_demo.json; the long run
-#                     that grounds on MR: sft_argument_demo_grounding.json, with its own OUTPUT_DIR
-#                     and REPORT_DIR so the default demo's results stay)
+#   DEMO_CONFIG       the training config (paddlemix/config/BiRD/sft_argument_demo.json; the 3,000-step
+#                     VG+RO run of docs/GROUNDING_RUNS.md: sft_argument_demo_grounding.json, with its own
+#                     OUTPUT_DIR and REPORT_DIR so the default demo's results stay)
 #   MAX_NEW_TOKENS_VG, _RO, _GC, _MII   generation budget per task (64, 16, 64, 160)
 #   INFER_BATCH_SIZE  inference batch (64)
 #   DEMO_LOG          where every line of output goes (REPORT_DIR/demo.log); the screen gets the stages

@@ -46,6 +46,8 @@ FINGERPRINT_ARGS = (
 )
 
 PROTOCOLS = ("bird", qwen_grounding.PROTOCOL)
+# The file names of infer_all.sh / --test_dir, in the order they are answered.
+TASK_FILES = ("VG", "RO", "GC", "MII")
 # Record fields the Qwen-VL grounding protocol scores with, carried into the predictions.
 PASS_THROUGH = ("phrase", "bbox", "width", "height")
 
@@ -233,10 +235,6 @@ def parse_args(argv=None):
     if unknown:
         p.error(f"--task_max_new_tokens names {', '.join(unknown)}, not in --tasks {args.tasks}")
     return args
-
-
-# The file names of infer_all.sh / --test_dir, in the order they are answered.
-TASK_FILES = ("VG", "RO", "GC", "MII")
 
 
 def parse_task_limits(text: str) -> dict:
