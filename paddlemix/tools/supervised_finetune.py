@@ -37,6 +37,7 @@ from paddlemix.bird.tasks import TASKS, check_task  # noqa: E402
 from paddlemix.datasets.medgrit import load_medgrit  # noqa: E402
 from paddlemix.datasets.sft import LengthGroupedBatchSampler, SFTCollator, SFTDataset  # noqa: E402
 from paddlemix.models.qwen_vl.builder import build_model, check_source, load_config, load_tokenizer  # noqa: E402
+from paddlemix.models.qwen_vl.cpu_adamw import CpuAdamW  # noqa: E402
 from paddlemix.models.qwen_vl.vision import FrozenFeatureCache  # noqa: E402
 
 MAX_LOGGED_SKIPS = 20  # skipped records named one per log line; the rest are counted
@@ -84,6 +85,14 @@ class ModelArguments:
             "many MB) instead of recomputing them for every record and epoch that shows the image; equal "
             "up to the last float bits (a kept feature was computed in another batch). 0: off (a 7B "
             "image's features are 4 MB)."
+        },
+    )
+    cpu_adamw: bool = field(
+        default=True,
+        metadata={
+            "help": "On one CPU process, run AdamW's update in NumPy (paddlemix.models.qwen_vl.cpu_adamw: "
+            "Paddle's formula and state dict, the clip folded in, never-used embedding rows skipped); "
+            "false: paddle.optimizer.AdamW. Either way the same update to float32 rounding."
         },
     )
 
@@ -174,10 +183,37 @@ class DigitCurriculum(TrainerCallback):
 class BiRDTrainer(Trainer):
     """PaddleNLP ``Trainer`` with length-grouped batches and a padding-fraction log."""
 
-    def __init__(self, *args, group_batches: int = 64, **kwargs):
+    def __init__(self, *args, group_batches: int = 64, cpu_adamw: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.group_batches = group_batches
+        self.cpu_adamw = cpu_adamw
         self._tokens = [0, 0]  # real, computed (since the last log)
+
+    def create_optimizer(self, lr_scheduler=None):
+        """PaddleNLP's AdamW, as :class:`CpuAdamW` when asked for and the run is one CPU process
+        (data-parallel ranks keep Paddle's optimizer: their gradients live in fused buffers)."""
+        args = self.args
+        if (
+            self.optimizer is None
+            and self.cpu_adamw
+            and args.world_size == 1
+            and paddle.get_device() == "cpu"
+            and getattr(args.optim, "value", args.optim) == "adamw"
+            and self.optimizer_grouped_parameters is None
+        ):
+            decay = {p.name for n, p in self.model.named_parameters() if not any(k in n for k in ("bias", "norm"))}
+            self.optimizer = CpuAdamW(
+                learning_rate=self.lr_scheduler if lr_scheduler is None else lr_scheduler,
+                apply_decay_param_fun=lambda name: name in decay,
+                parameters=self.model.parameters(),
+                weight_decay=args.weight_decay,
+                grad_clip=paddle.nn.ClipGradByGlobalNorm(args.max_grad_norm) if args.max_grad_norm > 0 else None,
+                beta1=args.adam_beta1,
+                beta2=args.adam_beta2,
+                epsilon=args.adam_epsilon,
+            )
+            logger.info("optimizer: CpuAdamW (AdamW's update in NumPy on this CPU process)")
+        return super().create_optimizer(lr_scheduler)
 
     def get_train_dataloader(self):
         sampler = LengthGroupedBatchSampler(
@@ -430,6 +466,7 @@ def main(argv=None):
 
     trainer = BiRDTrainer(
         group_batches=data_args.group_batches,
+        cpu_adamw=model_args.cpu_adamw,
         model=model,
         args=training_args,
         train_dataset=dataset,

@@ -155,6 +155,15 @@ def test_two_cpu_processes_train_and_the_checkpoint_generates(two_rank_run, demo
     assert all(isinstance(r["response"], str) for r in rows)
 
 
+def test_one_process_runs_the_numpy_adamw_and_ranks_paddles(straight_run, two_rank_run):
+    """--cpu_adamw (on by default) reaches one CPU process; data-parallel ranks keep Paddle's AdamW.
+    (CpuAdamW's equality with Paddle's update: tests/models/qwen_vl/test_cpu_adamw.py; its state
+    across a kill and resume: test_kill_and_resume_reproduces_the_straight_run.)"""
+    assert "optimizer: CpuAdamW" in straight_run["log"]
+    rank_logs = "".join(open(os.path.join(two_rank_run["log_dir"], f)).read() for f in os.listdir(two_rank_run["log_dir"]))
+    assert "optimizer: CpuAdamW" not in rank_logs and "loss" in rank_logs
+
+
 def test_padding_fraction_is_logged_for_the_global_batch(straight_run, two_rank_run, demo_data):
     assert "padding_fraction: " in straight_run["log"]
     for run, world_size in ((straight_run, 1), (two_rank_run, 2)):

@@ -1,0 +1,211 @@
+"""Paddle's AdamW with its CPU update done in NumPy: one cache-sized block at a time, the global-norm
+clip folded in, and embedding rows that never had a gradient left alone.
+
+With the real 151,936-id vocabulary and a narrow model almost every parameter sits in the token
+embedding and the LM head (19.4 of the demo's 19.7 million). Paddle's CPU step walks each of them
+several times: the clip's squared norm and its in-place multiply, the ``adamw_`` kernel, and the
+zero-filling of every gradient by ``clear_grad``, after which the next backward adds into the zeros.
+:class:`CpuAdamW` computes the same update (``paddle.optimizer.AdamW``'s formula, on the optimizer's
+own moment and beta-power accumulators, so checkpoints and ``set_state_dict`` are unchanged) in one
+pass per block of 32,768 values, and frees gradients instead of zeroing them.
+
+Rows of a 2-D parameter whose gradient and both moments are zero (the embedding rows of ids no batch
+has held yet) have an AdamW update of exactly zero without weight decay, so they are skipped: the
+demo's text uses a few thousand of the 151,936 ids. Anything the NumPy path does not cover (GPU
+tensors, other dtypes, parameter groups, AMSGrad, master weights, learning-rate ratios, a clip other
+than ``ClipGradByGlobalNorm``) runs Paddle's own step.
+"""
+
+import ctypes
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Tuple
+
+import numpy as np
+import paddle
+from paddle.base import framework
+from paddle.nn import ClipGradByGlobalNorm
+
+from .linear_cross_entropy import cpu_threads
+
+__all__ = ["CpuAdamW"]
+
+# Values per block: three float32 blocks of the parameter, gradient and moments (128 KB each) and two
+# scratch blocks stay in a core's L2 cache through the dozen NumPy calls of one update.
+BLOCK = 1 << 15
+# Above this share of active rows the row gather costs more than it saves: update every row.
+_ROW_PATH_MAX_SHARE = 0.5
+
+
+def _view(tensor: paddle.Tensor) -> np.ndarray:
+    """A writable float32 NumPy view of a contiguous CPU tensor's memory (NumPy's DLPack import is
+    read-only). The tensor must outlive the view."""
+    count = int(np.prod(tensor.shape)) if len(tensor.shape) else 1
+    pointer = ctypes.cast(tensor.data_ptr(), ctypes.POINTER(ctypes.c_float))
+    return np.ctypeslib.as_array(pointer, shape=(count,))
+
+
+class _Step:
+    """One update's constants, in float32 arithmetic as Paddle's kernel computes them (its float32
+    ``1 - beta2`` and ``1 - beta2_pow`` cancel exactly at the first step; float64 constants would not).
+    The beta powers are those before this step."""
+
+    def __init__(self, lr, beta1, beta2, epsilon, beta1_pow, beta2_pow, decay, scale):
+        f = np.float32
+        b1, b2, b1p, b2p = f(beta1), f(beta2), f(beta1_pow), f(beta2_pow)
+        correction = np.sqrt(f(1) - b2p)
+        self.beta1, self.beta2 = b1, b2
+        self.lr_t = f(lr) * correction / (f(1) - b1p)
+        self.eps_t = f(epsilon) * correction
+        self.keep = f(1) - f(lr) * f(decay)  # decoupled weight decay: the parameter is scaled first
+        self.g1 = (f(1) - b1) * f(scale)  # the clip's factor folded into both moments' inputs
+        self.g2 = (f(1) - b2) * f(scale) * f(scale)
+
+
+def _update_block(p, g, m, v, s: _Step, t1, t2) -> None:
+    """AdamW on one block, in place: p, m, v updated from g; t1 and t2 scratch of the same length."""
+    if s.keep != 1.0:
+        p *= s.keep
+    np.multiply(g, s.g1, out=t1)
+    m *= s.beta1
+    m += t1
+    np.multiply(g, g, out=t2)
+    t2 *= s.g2
+    v *= s.beta2
+    v += t2
+    np.sqrt(v, out=t2)
+    t2 += s.eps_t
+    np.divide(m, t2, out=t2)
+    t2 *= s.lr_t
+    p -= t2
+
+
+def _update_range(arrays, s: _Step, start: int, stop: int) -> None:
+    p, g, m, v = arrays
+    t1 = np.empty(min(BLOCK, stop - start), dtype=np.float32)
+    t2 = np.empty_like(t1)
+    for a in range(start, stop, BLOCK):
+        b = min(a + BLOCK, stop)
+        n = b - a
+        _update_block(p[a:b], g[a:b], m[a:b], v[a:b], s, t1[:n], t2[:n])
+
+
+class CpuAdamW(paddle.optimizer.AdamW):
+    """``paddle.optimizer.AdamW`` (same arguments, same state dict) whose CPU float32 step runs in
+    NumPy; see the module docstring. ``clear_grad`` frees gradients by default."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._active: Dict[str, np.ndarray] = {}  # parameter name -> bool per row: had a gradient
+        self._pool = None
+
+    # -- which steps the NumPy path takes -------------------------------------------------------
+    def _numpy_pairs(self) -> List[Tuple[paddle.Tensor, paddle.Tensor]]:
+        """The (parameter, gradient) pairs of this step, or None when Paddle's own step must run."""
+        groups = self._param_groups or []
+        if not framework.in_dygraph_mode() or (groups and isinstance(groups[0], dict)):
+            return None
+        if self._multi_precision or self._amsgrad or self._lr_ratio is not None:
+            return None
+        if not all(isinstance(x, float) for x in (self._beta1, self._beta2, self._epsilon)):
+            return None
+        if not isinstance(self._weight_decay, float):
+            return None
+        clip = self._grad_clip
+        if clip is not None and (type(clip) is not ClipGradByGlobalNorm or clip.should_comm_on_shard_dim):
+            return None
+        pairs = []
+        for p in self._parameter_list:
+            if p.stop_gradient or p._grad_ivar() is None:
+                continue
+            g = p._grad_ivar()
+            if g.is_selected_rows() or not (p.place.is_cpu_place() and g.place.is_cpu_place()):
+                return None
+            if p.dtype != paddle.float32 or g.dtype != paddle.float32 or not g.is_contiguous():
+                return None
+            if p.optimize_attr.get("learning_rate", 1.0) != 1.0:
+                return None
+            pairs.append((p, g))
+        return pairs
+
+    def _clip_scale(self, views) -> Dict[str, float]:
+        """The global-norm clip's factor per parameter name (absent: not clipped), as
+        ``ClipGradByGlobalNorm`` computes it: clip_norm / max(global norm, clip_norm)."""
+        clip = self._grad_clip
+        clipped = [(p, g) for p, _, g in views if clip is not None and getattr(p, "need_clip", True)]
+        if not clipped:
+            return {}
+        norm = math.sqrt(sum(float(np.dot(g, g)) for _, g in clipped))
+        factor = clip.clip_norm / max(norm, clip.clip_norm)
+        if clip.auto_skip_clip and norm <= clip.clip_norm:
+            factor = 1.0
+        return {p.name: factor for p, _ in clipped}
+
+    @paddle.no_grad()
+    def step(self) -> None:
+        pairs = self._numpy_pairs()
+        if pairs is None:
+            return super().step()
+        if not pairs:
+            return None
+        self._create_accumulators(framework.default_main_program().global_block(), [p for p, _ in pairs])
+        views = [(p, _view(p), _view(g)) for p, g in pairs]
+        scales = self._clip_scale(views)
+        lr = float(self.get_lr())
+        for p, pv, gv in views:
+            self._update(p, pv, gv, lr, scales.get(p.name, 1.0))
+        return None
+
+    def _update(self, param, p: np.ndarray, g: np.ndarray, lr: float, scale: float) -> None:
+        get = self._get_accumulator_master
+        m = _view(get(self._moment1_acc_str, param))
+        v = _view(get(self._moment2_acc_str, param))
+        beta1_pow = _view(get(self._beta1_pow_acc_str, param))
+        beta2_pow = _view(get(self._beta2_pow_acc_str, param))
+        decay = self._weight_decay
+        if self._apply_decay_param_fun is not None and not self._apply_decay_param_fun(param.name):
+            decay = 0.0
+        s = _Step(lr, self._beta1, self._beta2, self._epsilon, float(beta1_pow[0]), float(beta2_pow[0]), decay, scale)
+        rows = self._rows_to_update(param, g, m, v) if decay == 0.0 else None
+        if rows is None:
+            self._update_dense((p, g, m, v), s)
+        else:
+            width = int(param.shape[1])
+            block = [a.reshape(-1, width) for a in (p, g, m, v)]
+            picked = [a[rows].reshape(-1) for a in block]  # copies of the active rows
+            self._update_dense(picked, s)
+            for whole, part in zip(block, picked):
+                whole[rows] = part.reshape(-1, width)
+        beta1_pow[0] = beta1_pow[0] * np.float32(self._beta1)
+        beta2_pow[0] = beta2_pow[0] * np.float32(self._beta2)
+
+    def _rows_to_update(self, param, g: np.ndarray, m: np.ndarray, v: np.ndarray):
+        """Row indices of a 2-D parameter that ever had a nonzero gradient row (the others keep zero
+        moments and get a zero update), or None to update every value. The first step after the
+        optimizer was built (or its state loaded) reads the rows off the moments."""
+        if len(param.shape) != 2:
+            return None
+        rows, width = int(param.shape[0]), int(param.shape[1])
+        seen = self._active.get(param.name)
+        if seen is None:
+            seen = self._active[param.name] = (m.reshape(rows, width) != 0).any(axis=1)
+            seen |= (v.reshape(rows, width) != 0).any(axis=1)
+        seen |= (g.reshape(rows, width) != 0).any(axis=1)
+        picked = np.flatnonzero(seen)
+        return picked if picked.size <= _ROW_PATH_MAX_SHARE * rows else None
+
+    def _update_dense(self, arrays, s: _Step) -> None:
+        n = arrays[0].size
+        threads = min(cpu_threads(), max(1, n // (4 * BLOCK)))
+        if threads == 1:
+            _update_range(arrays, s, 0, n)
+            return
+        if self._pool is None or self._pool._max_workers != threads:
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="cpu_adamw")
+        bounds = [(n * i // threads) // BLOCK * BLOCK for i in range(threads)] + [n]
+        list(self._pool.map(lambda ab: _update_range(arrays, s, *ab), zip(bounds[:-1], bounds[1:])))
+
+    def clear_grad(self, set_to_zero: bool = False) -> None:
+        """Free the gradients (Paddle's default zero-fills them, and the next backward adds into the
+        zeros: two passes over the 151,936-row matrices for nothing)."""
+        super().clear_grad(set_to_zero=set_to_zero)

@@ -1,0 +1,159 @@
+"""CpuAdamW against Paddle's own AdamW: same parameters, same state, same checkpoints."""
+
+import numpy as np
+import paddle
+import pytest
+
+from paddlemix.models.qwen_vl.cpu_adamw import BLOCK, CpuAdamW
+
+VOCAB, WIDTH, OUT = 3000, 16, 200
+
+
+def _model(seed=0):
+    paddle.seed(seed)
+    return paddle.nn.LayerList([paddle.nn.Embedding(VOCAB, WIDTH), paddle.nn.Linear(WIDTH, OUT), paddle.nn.LayerNorm(WIDTH)])
+
+
+def _optimizer(cls, model, clip=1.0, weight_decay=0.0, **kwargs):
+    decay = {p.name for n, p in model.named_parameters() if "bias" not in n}
+    return cls(
+        learning_rate=paddle.optimizer.lr.CosineAnnealingDecay(0.05, 10),
+        parameters=model.parameters(),
+        beta2=0.95,
+        weight_decay=weight_decay,
+        grad_clip=paddle.nn.ClipGradByGlobalNorm(clip) if clip else None,
+        apply_decay_param_fun=lambda name: name in decay,
+        **kwargs,
+    )
+
+
+def _train(model, opt, steps, start=0):
+    """Steps on id batches that reach further into the vocabulary each step (ids 50+ never appear)."""
+    for i in range(start, start + steps):
+        ids = paddle.to_tensor(np.random.default_rng(i).integers(0, 20 + 5 * i, (8, 5)))
+        out = model[1](model[2](model[0](ids)))
+        (out**2).mean().scale(50.0).backward()
+        opt.step()
+        opt.clear_grad()
+        opt._learning_rate.step()
+
+
+def _values(model):
+    return [p.numpy() for p in model.parameters()]
+
+
+def _close(a, b, lr=0.05):
+    """Equal to float32 rounding: every value within 1e-4 of one learning-rate step of the reference
+    (measured: within 1.4e-5 here, 5.5e-5 on the larger layer). A wrong formula (the epsilon not
+    scaled by the bias correction, the clip missing or applied twice, a moment skipped) moves values
+    by a sizeable fraction of a step."""
+    for x, y in zip(a, b):
+        assert x.shape == y.shape
+        assert np.abs(x - y).max() <= 1e-4 * lr
+
+
+@pytest.mark.parametrize("clip, weight_decay", [(1.0, 0.0), (0.01, 0.1), (None, 0.0)])
+def test_updates_equal_paddles_adamw(clip, weight_decay):
+    reference, fused = _model(), _model()
+    _train(reference, _optimizer(paddle.optimizer.AdamW, reference, clip, weight_decay), 6)
+    _train(fused, _optimizer(CpuAdamW, fused, clip, weight_decay), 6)
+    _close(_values(fused), _values(reference))
+    assert not np.array_equal(_values(fused)[0], _model().parameters()[0].numpy())  # it trained
+
+
+def test_state_dict_has_paddles_keys_and_values():
+    reference, fused = _model(), _model()
+    a, b = _optimizer(paddle.optimizer.AdamW, reference), _optimizer(CpuAdamW, fused)
+    _train(reference, a, 3)
+    _train(fused, b, 3)
+    sa, sb = a.state_dict(), b.state_dict()
+    # parameter names differ between the two models (embedding_0 / embedding_1): compare by position
+    ka, kb = [k for k in sa if hasattr(sa[k], "numpy")], [k for k in sb if hasattr(sb[k], "numpy")]
+    assert [k.split(".", 1)[1] for k in ka] == [k.split(".", 1)[1] for k in kb]
+    for x, y in zip(ka, kb):
+        ref = sa[x].numpy()
+        np.testing.assert_allclose(sb[y].numpy(), ref, rtol=1e-4, atol=1e-5 * float(np.abs(ref).max()))
+
+
+def test_rows_without_a_gradient_are_left_untouched():
+    model = _model()
+    before = model[0].weight.numpy()
+    opt = _optimizer(CpuAdamW, model)
+    _train(model, opt, 4)
+    used = np.zeros(VOCAB, dtype=bool)
+    for i in range(4):  # the ids _train drew
+        used[np.random.default_rng(i).integers(0, 20 + 5 * i, (8, 5))] = True
+    after = model[0].weight.numpy()
+    assert np.array_equal(after[~used], before[~used])
+    assert (after[used] != before[used]).all(axis=1).all()
+    moment = opt._get_accumulator_master(opt._moment1_acc_str, model[0].weight).numpy()
+    assert not moment[~used].any() and moment[used].any(axis=1).all()
+    assert np.array_equal(opt._active[model[0].weight.name], used)
+
+
+def test_a_resumed_optimizer_continues_as_the_straight_run():
+    straight = _model()
+    opt = _optimizer(CpuAdamW, straight)
+    _train(straight, opt, 6)
+
+    first = _model()
+    opt1 = _optimizer(CpuAdamW, first)
+    _train(first, opt1, 3)
+    state = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in opt1.state_dict().items()}
+    resumed = _model(seed=1)  # other weights, then the saved ones
+    for p, q in zip(resumed.parameters(), first.parameters()):
+        p.set_value(q.numpy())
+    opt2 = _optimizer(CpuAdamW, resumed)
+    renamed = {}
+    for key, value in state.items():
+        for p, q in zip(first.parameters(), resumed.parameters()):
+            if isinstance(key, str) and key.startswith(p.name + "_"):
+                key = q.name + key[len(p.name):]
+                break
+        renamed[key] = paddle.to_tensor(value) if isinstance(value, np.ndarray) else value
+    opt2.set_state_dict(renamed)  # moments, beta powers and the scheduler's step
+    assert opt2.get_lr() == opt.get_lr() or opt2._learning_rate.last_epoch == 3
+    _train(resumed, opt2, 3, start=3)
+    _close(_values(resumed), _values(straight))
+
+
+def test_large_parameters_are_updated_in_blocks_and_threads(monkeypatch):
+    """A parameter of several blocks, on two threads, equals the reference too."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+
+    def build():
+        paddle.seed(3)
+        return paddle.nn.LayerList([paddle.nn.Linear(64, (9 * BLOCK) // 64 + 7)])
+
+    def train(cls):
+        model = build()
+        opt = cls(learning_rate=0.01, parameters=model.parameters(), grad_clip=paddle.nn.ClipGradByGlobalNorm(0.5))
+        for i in range(3):
+            x = paddle.to_tensor(np.random.default_rng(i).standard_normal((4, 64)).astype("float32"))
+            (model[0](x) ** 2).mean().backward()
+            opt.step()
+            opt.clear_grad()
+        return _values(model)
+
+    _close(train(CpuAdamW), train(paddle.optimizer.AdamW), lr=0.01)
+
+
+def test_clear_grad_frees_the_gradients():
+    model = _model()
+    opt = _optimizer(CpuAdamW, model)
+    model[1](model[0](paddle.to_tensor([[1, 2]]))).sum().backward()
+    assert model[1].weight.grad is not None
+    opt.step()
+    opt.clear_grad()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_what_numpy_does_not_cover_runs_paddles_step():
+    """AMSGrad is not in the NumPy path: the same optimizer then runs Paddle's kernel."""
+    reference, fused = _model(), _model()
+    _train(reference, _optimizer(paddle.optimizer.AdamW, reference, amsgrad=True), 4)
+    opt = _optimizer(CpuAdamW, fused, amsgrad=True)
+    assert opt._numpy_pairs() is None
+    _train(fused, opt, 4)
+    for x, y in zip(_values(fused), _values(reference)):
+        assert np.array_equal(x, y)  # the very same kernel
