@@ -15,6 +15,12 @@ Labels follow the Hugging Face convention: ``labels`` is aligned with ``input_id
 is trained to predict ``labels[t + 1]``; -100 is ignored. The LM head (151,936 columns) runs only
 at positions that carry a label, which is most of a small model's training cost otherwise, and on
 CPU fused with its cross-entropy (linear_cross_entropy.py).
+
+Three of PaddleNLP's decoder operations take a faster CPU road to the same values (to float32
+rounding): the RMS norm squares with a multiply instead of ``pow`` (:class:`SquareRMSNorm`), the
+additive attention mask comes expanded to every head (:meth:`QWenVLModel.get_masks`; Paddle's CPU
+``add`` is several times slower when it broadcasts), and the attention core (scores, mask, softmax,
+weighted values) runs in NumPy (cpu_attention.py). ``benchmarks/bench_lm_head.py step`` times them.
 """
 
 from typing import List, Optional, Tuple
@@ -22,11 +28,18 @@ from typing import List, Optional, Tuple
 import numpy as np
 import paddle
 from paddlenlp.transformers.model_outputs import CausalLMOutputWithPast
-from paddlenlp.transformers.qwen.modeling import QWenLMHead, QWenModel, QWenPretrainedModel
+from paddlenlp.transformers.qwen.modeling import (
+    QWenAttention,
+    QWenLMHead,
+    QWenModel,
+    QWenPretrainedModel,
+    QWenRMSNorm,
+)
 
 from paddlemix.processors.conversation import IGNORE_INDEX
 
 from .configuration import QWenVLConfig
+from .cpu_attention import CpuQWenAttention
 from .linear_cross_entropy import linear_cross_entropy
 from .vision import QWenVisionTransformer
 
@@ -37,7 +50,18 @@ __all__ = [
     "image_span_positions",
     "splice_image_features",
     "positions_from_attention_mask",
+    "SquareRMSNorm",
 ]
+
+
+class SquareRMSNorm(QWenRMSNorm):
+    """PaddleNLP's ``QWenRMSNorm`` squaring by ``x * x`` instead of ``x.pow(2)``: the same values to
+    float32 rounding (the multiply is the correctly rounded square; Paddle's CPU ``pow`` is off by an
+    ulp on about 1% of values), where that ``pow`` and its gradient cost about a millisecond each on
+    a demo batch's [4, 223, 64] activations and the multiply ~20 us."""
+
+    def _norm(self, x):
+        return x * paddle.rsqrt((x * x).mean(-1, keepdim=True) + self.eps)
 
 
 def image_span_positions(input_ids, img_start_id: int, img_end_id: int, span: int) -> paddle.Tensor:
@@ -143,6 +167,21 @@ class QWenVLModel(QWenVLPretrainedModel, QWenModel):
     def __init__(self, config: QWenVLConfig):
         QWenModel.__init__(self, config)
         self.visual = QWenVisionTransformer(config.visual, config.resampler_heads)
+        for layer in self.sublayers():  # same parameters, same names, faster CPU roads
+            if type(layer) is QWenRMSNorm:  # ln_1, ln_2 of every block and ln_f
+                layer.__class__ = SquareRMSNorm
+            elif type(layer) is QWenAttention:
+                layer.__class__ = CpuQWenAttention
+
+    def get_masks(self, batch_size, seq_length, past_length, padding_mask=None):
+        """PaddleNLP's boolean causal-and-padding mask [B, 1, S, past + S], expanded on CPU to
+        [B, heads, S, past + S]: every layer adds it to its [B, heads, ...] attention scores, and
+        Paddle's CPU ``add`` is about six times slower when it broadcasts the head axis than when
+        the shapes match (one expand per forward replaces a broadcast per layer)."""
+        mask = QWenModel.get_masks(self, batch_size, seq_length, past_length, padding_mask=padding_mask)
+        if not mask.place.is_cpu_place():
+            return mask
+        return mask.expand([mask.shape[0], self.config.num_attention_heads, mask.shape[2], mask.shape[3]])
 
     def embed(self, input_ids: paddle.Tensor, images: Optional[paddle.Tensor]) -> paddle.Tensor:
         """Token embeddings [B, S, H] with every image slot holding its image's features."""

@@ -324,3 +324,109 @@ def test_well_formed_slots_are_found_without_the_host_check(tiny_model, tiny_pix
     got = image_span_positions(paddle.to_tensor(ids), IMG_START, IMG_END, 64).numpy()
     np.testing.assert_array_equal(got[:, 0], [2, 69, 135 + 69])
     np.testing.assert_array_equal(got[:, -1] - got[:, 0], [63, 63, 63])
+
+
+def test_square_rms_norm_equals_paddlenlps_and_replaces_every_norm(tiny_model):
+    """The decoder's norms square by multiplying (SquareRMSNorm): PaddleNLP's ``pow(2)`` values and
+    gradients to float32 rounding (Paddle's CPU ``pow`` is not always the correctly rounded square),
+    under the same parameter names."""
+    import paddle
+    from paddlenlp.transformers.qwen.modeling import QWenRMSNorm
+
+    from paddlemix.models.qwen_vl.modeling import SquareRMSNorm
+
+    norms = [n for n, layer in tiny_model.named_sublayers() if isinstance(layer, QWenRMSNorm)]
+    assert norms and all(type(dict(tiny_model.named_sublayers())[n]) is SquareRMSNorm for n in norms)
+    assert len(norms) == 2 * tiny_model.config.num_hidden_layers + 1  # ln_1, ln_2 per block, ln_f
+    x = np.random.default_rng(0).standard_normal([3, 40, 128]).astype(np.float32) * 3
+    outs = []
+    for cls in (QWenRMSNorm, SquareRMSNorm):
+        paddle.seed(0)
+        layer = QWenRMSNorm(tiny_model.config)
+        layer.__class__ = cls
+        layer.weight.set_value(np.linspace(0.5, 1.5, 128).astype(np.float32))
+        inp = paddle.to_tensor(x, stop_gradient=False)
+        out = layer(inp)
+        (out * out).sum().backward()
+        outs.append((out.numpy(), inp.grad.numpy(), layer.weight.grad.numpy()))
+    for plain, square in zip(*outs):  # measured: 1.4% of the outputs differ, by one float32 ulp
+        np.testing.assert_allclose(square, plain, rtol=1e-6, atol=1e-6 * float(np.abs(plain).max()))
+
+
+def test_the_head_expanded_mask_gives_paddlenlps_logits(tiny_model, tiny_pixels, make_prompt, monkeypatch):
+    """On CPU the attention mask comes expanded to every head (QWenVLModel.get_masks); logits of a
+    left-padded batch equal those of PaddleNLP's broadcast [B, 1, S, S] mask."""
+    from paddlenlp.transformers.qwen.modeling import QWenModel
+
+    prompts = [make_prompt([5, 6], "a.png", [7, 8]), [3, 4, 5, 6]]
+    width = max(map(len, prompts))
+    ids = np.array([[0] * (width - len(p)) + p for p in prompts])
+    mask = np.array([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    shapes = []
+    original = type(tiny_model.transformer).get_masks
+
+    def spy(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        shapes.append(list(out.shape))
+        return out
+
+    monkeypatch.setattr(type(tiny_model.transformer), "get_masks", spy)
+    expanded = logits_of(tiny_model, ids, tiny_pixels[:1], mask)
+    assert shapes == [[2, tiny_model.config.num_attention_heads, width, width]]
+    monkeypatch.setattr(type(tiny_model.transformer), "get_masks", QWenModel.get_masks)
+    broadcast = logits_of(tiny_model, ids, tiny_pixels[:1], mask)
+    np.testing.assert_allclose(expanded, broadcast, rtol=1e-6, atol=1e-6)
+
+
+def test_numpy_attention_core_gives_paddlenlps_loss_and_gradients(tiny_config, tiny_pixels, make_prompt):
+    """Training on CPU, the attention core runs in NumPy (cpu_attention.py). On a left-padded batch
+    the loss and every parameter's gradient equal PaddleNLP's ``_attn`` to float32 rounding, and
+    returned attention probabilities sum to one over the visible keys."""
+    from paddlenlp.transformers.qwen.modeling import QWenAttention
+
+    from paddlemix.models.qwen_vl.cpu_attention import CpuQWenAttention
+    from paddlemix.models.qwen_vl.modeling import QWenVLForCausalLM
+
+    paddle.seed(5)
+    model = QWenVLForCausalLM(tiny_config)
+    model.train()
+    attentions = [layer for layer in model.sublayers() if isinstance(layer, QWenAttention)]
+    assert len(attentions) == tiny_config.num_hidden_layers
+    assert all(type(layer) is CpuQWenAttention for layer in attentions)
+    prompts = [make_prompt([5, 6], "a.png", [70, 80, 90, IM_END]), [9, 10, 11, 12, 13]]
+    width = max(map(len, prompts))
+    ids = np.array([[0] * (width - len(p)) + p for p in prompts])
+    mask = np.array([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    labels = np.where(mask == 1, ids, -100)
+    labels[:, : width - 4] = -100
+
+    def loss_and_grads():
+        out = model(paddle.to_tensor(ids), images=paddle.to_tensor(tiny_pixels[:1]),
+                    attention_mask=paddle.to_tensor(mask), labels=paddle.to_tensor(labels), use_cache=False,
+                    return_dict=True)
+        out.loss.backward()
+        grads = {n: p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
+        model.clear_gradients()
+        return float(out.loss), grads
+
+    fast_loss, fast = loss_and_grads()
+    for layer in attentions:
+        layer.__class__ = QWenAttention
+    plain_loss, plain = loss_and_grads()
+    for layer in attentions:
+        layer.__class__ = CpuQWenAttention
+    assert fast_loss == pytest.approx(plain_loss, rel=1e-6)
+    assert sorted(fast) == sorted(plain) and len(plain) > 10
+    for name in plain:
+        scale = float(np.abs(plain[name]).max())
+        np.testing.assert_allclose(fast[name], plain[name], rtol=1e-4, atol=1e-5 * scale + 1e-12, err_msg=name)
+
+    q = paddle.to_tensor(np.random.default_rng(0).standard_normal([2, 5, 4, 8]).astype(np.float32))
+    additive = np.zeros([2, 1, 5, 5], dtype=np.float32)
+    additive[:, :, :, :2] = np.finfo(np.float32).min  # two masked keys
+    from paddlemix.models.qwen_vl.cpu_attention import attention_core
+
+    _, probs = attention_core(q, q, q, paddle.to_tensor(additive))
+    probs = probs.numpy()
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
+    assert not probs[..., :2].any()
