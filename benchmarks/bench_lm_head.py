@@ -8,10 +8,11 @@ head  forward + backward of the 151,936-column head and its mean cross-entropy o
       each: the logits and the two gradient matmuls), beside a plain square fp32 matmul
       (1024 x 1024 x 1024, Paddle's and NumPy's, the faster one) on the same cores.
 step  the demo's training step (the demo config's preset, freezing, batch size, max length and
-      AdamW settings; real batches of the demo set, in the order of the demo's seed) with the
-      plain head, the fused one, and the fused one with the config's image feature cache (the
-      demo's step now), alternating blocks of steps so machine drift hits all; prints steps/s,
-      ratios to plain and labelled positions per batch.
+      AdamW settings; real batches of the demo set, in the order of the demo's seed): plain (Paddle's
+      head, AdamW and PaddleNLP's decoder ops), the fused head, + the image feature cache,
+      + CpuAdamW, + the decoder's CPU roads (SquareRMSNorm, the head-expanded mask, the NumPy
+      attention core): the demo's step now. Blocks of steps alternate so machine drift hits all; prints steps/s, ratios to
+      plain and labelled positions per batch.
 Prints times and ratios; asserts nothing. Run with the demo's threads (``OMP_NUM_THREADS=$(nproc)``).
 """
 
@@ -108,10 +109,34 @@ def demo_batches(args, config, tokenizer, image_processor, count):
     return batches
 
 
+def use_decoder_fast_paths(model, fast: bool) -> None:
+    """Switch the decoder between this repository's CPU roads (SquareRMSNorm, the head-expanded mask
+    of QWenVLModel.get_masks, the NumPy attention core) and PaddleNLP's own (``pow``, the broadcast
+    [B, 1, S, S] mask, Paddle's matmul / softmax kernels)."""
+    import types
+
+    from paddlenlp.transformers.qwen.modeling import QWenAttention, QWenModel, QWenRMSNorm
+
+    from paddlemix.models.qwen_vl.cpu_attention import CpuQWenAttention
+    from paddlemix.models.qwen_vl.modeling import SquareRMSNorm
+
+    for layer in model.sublayers():
+        if isinstance(layer, QWenRMSNorm):
+            layer.__class__ = SquareRMSNorm if fast else QWenRMSNorm
+        elif isinstance(layer, QWenAttention):
+            layer.__class__ = CpuQWenAttention if fast else QWenAttention
+    decoder = model.transformer
+    if fast:
+        decoder.__dict__.pop("get_masks", None)
+    else:
+        decoder.get_masks = types.MethodType(QWenModel.get_masks, decoder)
+
+
 def bench_step(args):
     import paddle
 
     from paddlemix.models.qwen_vl import QWenVLForCausalLM, get_preset, modeling
+    from paddlemix.models.qwen_vl.cpu_adamw import CpuAdamW
     from paddlemix.tools.supervised_finetune import freeze_vision
     from paddlemix.models.qwen_vl.tokenizer import QWenVLTokenizer
     from paddlemix.models.qwen_vl.vision import FrozenFeatureCache
@@ -127,27 +152,37 @@ def bench_step(args):
     model.train()
     tokenizer = QWenVLTokenizer(image_span=model_config.image_span)
     batches = demo_batches(args, config, tokenizer, QWenVLImageProcessor.from_config(model_config), args.steps)
-    optimizer = paddle.optimizer.AdamW(
-        learning_rate=config["learning_rate"], beta2=config["adam_beta2"], weight_decay=config["weight_decay"],
-        parameters=[p for p in model.parameters() if not p.stop_gradient],
-        grad_clip=paddle.nn.ClipGradByGlobalNorm(config["max_grad_norm"]),
-    )
+
+    def optimizer(cls):  # one per variant, each with its own moments, on the same weights
+        return cls(
+            learning_rate=config["learning_rate"], beta2=config["adam_beta2"], weight_decay=config["weight_decay"],
+            parameters=[p for p in model.parameters() if not p.stop_gradient],
+            grad_clip=paddle.nn.ClipGradByGlobalNorm(config["max_grad_norm"]),
+        )
+
     labelled = [int((b["labels"][:, 1:] != -100).sum()) for b in batches]
     fused = modeling.linear_cross_entropy
     cache = FrozenFeatureCache(2**30) if config.get("image_feature_cache_mb", 0) > 0 else None
-    variants = {"plain": (plain_head_loss, None), "fused": (fused, None)}
+    # name: (head, feature cache, optimizer, decoder fast paths); the last is the demo's step now
+    variants = {
+        "plain": (plain_head_loss, None, optimizer(paddle.optimizer.AdamW), False),
+        "fused": (fused, None, optimizer(paddle.optimizer.AdamW), False),
+    }
     if cache is not None:
-        variants["fused+cache"] = (fused, cache)  # the demo's step now
+        variants["fused+cache"] = (fused, cache, optimizer(paddle.optimizer.AdamW), False)
+    variants["+numpy_adamw"] = (fused, cache, optimizer(CpuAdamW), False)
+    variants["+decoder_ops"] = (fused, cache, optimizer(CpuAdamW), True)
 
-    def run(head, feature_cache):
+    def run(head, feature_cache, opt, fast):
         modeling.linear_cross_entropy = head
         model.transformer.image_feature_cache = feature_cache
+        use_decoder_fast_paths(model, fast)
         start = time.perf_counter()
         for batch in batches:
             loss = model(**batch, use_cache=False, return_dict=True).loss
             loss.backward()
-            optimizer.step()
-            optimizer.clear_grad()
+            opt.step()
+            opt.clear_grad()
         return time.perf_counter() - start
 
     print(
@@ -155,19 +190,22 @@ def bench_step(args):
         f"max_length {config['max_length']}, {len(batches)} batches, labelled positions per batch "
         f"{min(labelled)}..{max(labelled)} (mean {np.mean(labelled):.0f}); threads {os.environ.get('OMP_NUM_THREADS', '1')}"
     )
-    # Warm-up; it also fills the image feature cache, so the cached blocks time a later epoch (in the
-    # demo's 650 steps 406 of the 2,600 records shown are an image's first showing, the rest hits).
-    run(fused, cache)
+    print("variants, each adding to the one before from fused+cache on: " + ", ".join(variants))
+    # Warm-up (every variant once); it also fills the image feature cache, so the cached blocks time a
+    # later epoch (in the demo's 650 steps 406 of the 2,600 records shown are an image's first showing).
+    for variant in variants.values():
+        run(*variant)
     totals = dict.fromkeys(variants, 0.0)
     try:
         for _ in range(args.rounds):
-            for name, (head, feature_cache) in variants.items():
-                seconds = run(head, feature_cache)
+            for name, variant in variants.items():
+                seconds = run(*variant)
                 totals[name] += seconds
                 print(f"  {name}: {len(batches) / seconds:.3f} steps/s")
     finally:
         modeling.linear_cross_entropy = fused
         model.transformer.image_feature_cache = None
+        use_decoder_fast_paths(model, True)
     steps = args.rounds * len(batches)
     print(", ".join(f"{name} {steps / seconds:.3f} steps/s" for name, seconds in totals.items()))
     print(", ".join(f"{name} / plain {totals['plain'] / totals[name]:.2f}x" for name in totals if name != "plain"))
