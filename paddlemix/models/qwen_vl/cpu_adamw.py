@@ -18,7 +18,6 @@ than ``ClipGradByGlobalNorm``) runs Paddle's own step.
 
 import ctypes
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -26,7 +25,6 @@ import paddle
 from paddle.base import framework
 from paddle.nn import ClipGradByGlobalNorm
 
-from .linear_cross_entropy import cpu_threads
 
 __all__ = ["CpuAdamW"]
 
@@ -97,7 +95,6 @@ class CpuAdamW(paddle.optimizer.AdamW):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._active: Dict[str, np.ndarray] = {}  # parameter name -> bool per row: had a gradient
-        self._pool = None
 
     # -- which steps the NumPy path takes -------------------------------------------------------
     def _numpy_pairs(self) -> List[Tuple[paddle.Tensor, paddle.Tensor]]:
@@ -194,16 +191,15 @@ class CpuAdamW(paddle.optimizer.AdamW):
         picked = np.flatnonzero(seen)
         return picked if picked.size <= _ROW_PATH_MAX_SHARE * rows else None
 
-    def _update_dense(self, arrays, s: _Step) -> None:
-        n = arrays[0].size
-        threads = min(cpu_threads(), max(1, n // (4 * BLOCK)))
-        if threads == 1:
-            _update_range(arrays, s, 0, n)
-            return
-        if self._pool is None or self._pool._max_workers != threads:
-            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="cpu_adamw")
-        bounds = [(n * i // threads) // BLOCK * BLOCK for i in range(threads)] + [n]
-        list(self._pool.map(lambda ab: _update_range(arrays, s, *ab), zip(bounds[:-1], bounds[1:])))
+    @staticmethod
+    def _update_dense(arrays, s: _Step) -> None:
+        # One thread: the update reads and writes ~28 bytes per value and is bound by memory; two
+        # threads measured slower on the demo head's 9.7 million values (46 vs 41 ms).
+        _update_range(arrays, s, 0, arrays[0].size)
+
+    def set_state_dict(self, state_dict):
+        self._active.clear()  # re-read from the loaded moments at the next step
+        return super().set_state_dict(state_dict)
 
     def clear_grad(self, set_to_zero: bool = False) -> None:
         """Free the gradients (Paddle's default zero-fills them, and the next backward adds into the

@@ -117,9 +117,8 @@ def test_a_resumed_optimizer_continues_as_the_straight_run():
     _close(_values(resumed), _values(straight))
 
 
-def test_large_parameters_are_updated_in_blocks_and_threads(monkeypatch):
-    """A parameter of several blocks, on two threads, equals the reference too."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+def test_large_parameters_are_updated_in_blocks():
+    """A parameter of several blocks and a partial last one equals the reference too."""
 
     def build():
         paddle.seed(3)
