@@ -181,7 +181,8 @@ class DigitCurriculum(TrainerCallback):
 
 
 class BiRDTrainer(Trainer):
-    """PaddleNLP ``Trainer`` with length-grouped batches and a padding-fraction log."""
+    """PaddleNLP ``Trainer`` with length-grouped batches, a padding-fraction log and, on one float32
+    CPU process when ``cpu_adamw``, :class:`CpuAdamW` as its optimizer."""
 
     def __init__(self, *args, group_batches: int = 64, cpu_adamw: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
@@ -190,13 +191,15 @@ class BiRDTrainer(Trainer):
         self._tokens = [0, 0]  # real, computed (since the last log)
 
     def create_optimizer(self, lr_scheduler=None):
-        """PaddleNLP's AdamW, as :class:`CpuAdamW` when asked for and the run is one CPU process
-        (data-parallel ranks keep Paddle's optimizer: their gradients live in fused buffers)."""
+        """PaddleNLP's AdamW, as :class:`CpuAdamW` when asked for and the run is one float32 CPU
+        process (data-parallel ranks keep Paddle's optimizer: their gradients live in fused buffers;
+        fp16 / bf16 runs too: PaddleNLP gives them master weights)."""
         args = self.args
         if (
             self.optimizer is None
             and self.cpu_adamw
             and args.world_size == 1
+            and not (args.fp16 or args.bf16)
             and paddle.get_device() == "cpu"
             and getattr(args.optim, "value", args.optim) == "adamw"
             and self.optimizer_grouped_parameters is None
