@@ -191,32 +191,23 @@ class BiRDTrainer(Trainer):
         self._tokens = [0, 0]  # real, computed (since the last log)
 
     def create_optimizer(self, lr_scheduler=None):
-        """PaddleNLP's AdamW, as :class:`CpuAdamW` when asked for and the run is one float32 CPU
-        process (data-parallel ranks keep Paddle's optimizer: their gradients live in fused buffers;
-        fp16 / bf16 runs too: PaddleNLP gives them master weights)."""
+        """PaddleNLP's AdamW, turned into :class:`CpuAdamW` when asked for and the run is one float32
+        CPU process (data-parallel ranks keep Paddle's optimizer: their gradients live in fused
+        buffers; fp16 / bf16 runs too: PaddleNLP gives them master weights)."""
         args = self.args
+        built_here = self.optimizer is None
+        optimizer = super().create_optimizer(lr_scheduler)
         if (
-            self.optimizer is None
+            built_here
             and self.cpu_adamw
             and args.world_size == 1
             and not (args.fp16 or args.bf16)
             and paddle.get_device() == "cpu"
-            and getattr(args.optim, "value", args.optim) == "adamw"
-            and self.optimizer_grouped_parameters is None
+            and type(optimizer) is paddle.optimizer.AdamW
         ):
-            decay = {p.name for n, p in self.model.named_parameters() if not any(k in n for k in ("bias", "norm"))}
-            self.optimizer = CpuAdamW(
-                learning_rate=self.lr_scheduler if lr_scheduler is None else lr_scheduler,
-                apply_decay_param_fun=lambda name: name in decay,
-                parameters=self.model.parameters(),
-                weight_decay=args.weight_decay,
-                grad_clip=paddle.nn.ClipGradByGlobalNorm(args.max_grad_norm) if args.max_grad_norm > 0 else None,
-                beta1=args.adam_beta1,
-                beta2=args.adam_beta2,
-                epsilon=args.adam_epsilon,
-            )
+            CpuAdamW.adopt(optimizer)
             logger.info("optimizer: CpuAdamW (AdamW's update in NumPy on this CPU process)")
-        return super().create_optimizer(lr_scheduler)
+        return optimizer
 
     def get_train_dataloader(self):
         sampler = LengthGroupedBatchSampler(

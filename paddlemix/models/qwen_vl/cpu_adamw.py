@@ -96,6 +96,16 @@ class CpuAdamW(paddle.optimizer.AdamW):
         super().__init__(*args, **kwargs)
         self._active: Dict[str, np.ndarray] = {}  # parameter name -> bool per row: had a gradient
 
+    @classmethod
+    def adopt(cls, optimizer: paddle.optimizer.AdamW) -> "CpuAdamW":
+        """Turn an already built ``paddle.optimizer.AdamW`` into a CpuAdamW in place (its settings,
+        parameters and state kept), so a trainer that builds its AdamW needs no copy of how."""
+        if type(optimizer) is not paddle.optimizer.AdamW:
+            raise TypeError(f"CpuAdamW.adopt takes a paddle.optimizer.AdamW, not {type(optimizer).__name__}")
+        optimizer.__class__ = cls
+        optimizer._active = {}
+        return optimizer
+
     # -- which steps the NumPy path takes -------------------------------------------------------
     def _numpy_pairs(self) -> List[Tuple[paddle.Tensor, paddle.Tensor]]:
         """The (parameter, gradient) pairs of this step, or None when Paddle's own step must run."""

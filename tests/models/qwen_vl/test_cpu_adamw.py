@@ -156,3 +156,17 @@ def test_what_numpy_does_not_cover_runs_paddles_step():
     _train(fused, opt, 4)
     for x, y in zip(_values(fused), _values(reference)):
         assert np.array_equal(x, y)  # the very same kernel
+
+
+def test_an_adopted_paddle_adamw_steps_as_cpu_adamw():
+    """CpuAdamW.adopt (what the trainer does to PaddleNLP's AdamW) keeps the settings and runs the
+    NumPy step: the same values as Paddle's own AdamW."""
+    reference, adopted = _model(), _model()
+    _train(reference, _optimizer(paddle.optimizer.AdamW, reference), 4)
+    opt = CpuAdamW.adopt(_optimizer(paddle.optimizer.AdamW, adopted))
+    assert isinstance(opt, CpuAdamW) and opt._numpy_pairs() is not None
+    _train(adopted, opt, 4)
+    _close(_values(adopted), _values(reference))
+    assert opt._active  # the NumPy path ran (its row masks exist)
+    with pytest.raises(TypeError, match="takes a paddle.optimizer.AdamW"):
+        CpuAdamW.adopt(paddle.optimizer.SGD(parameters=adopted.parameters()))
