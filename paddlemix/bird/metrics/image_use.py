@@ -9,7 +9,7 @@ out) gives the chance of a split at least that uneven if the image made no diffe
 
 from dataclasses import dataclass
 from math import comb
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 from .evaluate import read_predictions
 from .grounding import vg_record_score
@@ -41,8 +41,17 @@ def sign_test_p(better: int, worse: int) -> float:
     return min(1.0, 2.0 * tail / 2**trials)
 
 
-def _found_per_record(records: Sequence[dict], params: Params, where: str) -> Dict[Tuple[str, int], tuple]:
-    """(id, turn) -> (modality, boxes found, reference boxes, reference answer) of the scorable records."""
+class _Found(NamedTuple):
+    """One scorable record of one run."""
+
+    modality: str
+    found: int  # reference boxes found
+    references: int
+    annotation: object  # the reference answer, to check both runs scored the same question
+
+
+def _found_per_record(records: Sequence[dict], params: Params, where: str) -> Dict[Tuple[str, int], _Found]:
+    """(id, turn) -> what the record found, for the scorable records."""
     found = {}
     for record in records:
         key = (str(record.get("id")), record_turn(record))
@@ -50,7 +59,7 @@ def _found_per_record(records: Sequence[dict], params: Params, where: str) -> Di
             raise ValueError(f"{where}: record {key[0]} (turn {key[1]}) appears twice; pairing needs one answer each")
         score = vg_record_score(record.get("annotation"), as_text(record.get("response")), params)
         if score is not None:
-            found[key] = (record_modality(record), score.n_found, score.n_reference_boxes, record.get("annotation"))
+            found[key] = _Found(record_modality(record), score.n_found, score.n_reference_boxes, record.get("annotation"))
     return found
 
 
@@ -67,18 +76,18 @@ def paired_vg(real: Sequence[dict], shuffled: Sequence[dict], params: Params = P
             f"turn {only[0][1]}); pair the predictions of one test file with those of its shuffled copy"
         )
     for key in a:
-        if a[key][3] != b[key][3]:
+        if a[key].annotation != b[key].annotation:
             raise ValueError(f"record {key[0]} (turn {key[1]}) has another reference answer in {where[1]} than in {where[0]}")
     result = {}
-    for modality in modality_order({v[0] for v in a.values()}):
-        keys = [k for k, v in a.items() if v[0] == modality]
-        better = sum(a[k][1] > b[k][1] for k in keys)
-        worse = sum(a[k][1] < b[k][1] for k in keys)
+    for modality in modality_order({v.modality for v in a.values()}):
+        keys = [k for k, v in a.items() if v.modality == modality]
+        better = sum(a[k].found > b[k].found for k in keys)
+        worse = sum(a[k].found < b[k].found for k in keys)
         result[modality] = PairedVG(
             records=len(keys),
-            reference_boxes=sum(a[k][2] for k in keys),
-            found_real=sum(a[k][1] for k in keys),
-            found_shuffled=sum(b[k][1] for k in keys),
+            reference_boxes=sum(a[k].references for k in keys),
+            found_real=sum(a[k].found for k in keys),
+            found_shuffled=sum(b[k].found for k in keys),
             better=better,
             worse=worse,
             p_value=sign_test_p(better, worse),
