@@ -11,8 +11,8 @@ head  forward + backward of the 151,936-column head and its mean cross-entropy o
 step  the demo's training step (the demo config's preset, freezing, batch size, max length and
       AdamW settings; real batches of the demo set, in the order of the demo's seed): plain (Paddle's
       head, AdamW and PaddleNLP's decoder ops), the fused head, + the image feature cache,
-      + CpuAdamW, + the decoder's CPU roads (SquareRMSNorm, the head-expanded mask, the NumPy
-      attention core): the demo's step now. Blocks of steps alternate so machine drift hits all; prints steps/s, ratios to
+      + CpuAdamW, + the decoder's CPU roads (SquareRMSNorm and its NumPy norm, the head-expanded
+      mask, the NumPy rotary embedding and attention core): the demo's step now. Blocks of steps alternate so machine drift hits all; prints steps/s, ratios to
       plain and labelled positions per batch.
 exp   the head's elementwise pass over ROWS x 151,936 logits: NumPy's exp + row sums against
       cpu_kernels.exp_and_row_sums (one thread and the demo's threads), ns per value.
@@ -142,9 +142,10 @@ def demo_batches(args, config, tokenizer, image_processor, count):
 
 
 def use_decoder_fast_paths(model, fast: bool) -> None:
-    """Switch the decoder between this repository's CPU roads (SquareRMSNorm, the head-expanded mask
-    of QWenVLModel.get_masks, the NumPy attention core) and PaddleNLP's own (``pow``, the broadcast
-    [B, 1, S, S] mask, Paddle's matmul / softmax kernels)."""
+    """Switch the decoder between this repository's CPU roads (SquareRMSNorm's NumPy norm, the
+    head-expanded mask of QWenVLModel.get_masks, the NumPy rotary embedding and attention core) and
+    PaddleNLP's own (six Paddle kernels a norm, the broadcast [B, 1, S, S] mask, Paddle's rotary,
+    matmul and softmax kernels)."""
     import types
 
     from paddlenlp.transformers.qwen.modeling import QWenAttention, QWenModel, QWenRMSNorm

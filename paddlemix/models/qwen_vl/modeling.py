@@ -17,16 +17,19 @@ at positions that carry a label, which is most of a small model's training cost 
 CPU fused with its cross-entropy (linear_cross_entropy.py).
 
 Three of PaddleNLP's decoder operations take a faster CPU road to the same values (to float32
-rounding): the RMS norm squares with a multiply instead of ``pow`` (:class:`SquareRMSNorm`), the
-additive attention mask comes expanded to every head (:meth:`QWenVLModel.get_masks`; Paddle's CPU
-``add`` is several times slower when it broadcasts), and the attention core (scores, mask, softmax,
-weighted values) runs in NumPy (cpu_attention.py). ``benchmarks/bench_lm_head.py step`` times them.
+rounding): the RMS norm squares with a multiply instead of ``pow`` and runs as one NumPy operation
+(:class:`SquareRMSNorm`), the additive attention mask comes expanded to every head
+(:meth:`QWenVLModel.get_masks`; Paddle's CPU ``add`` is several times slower when it broadcasts),
+and the attention from the fused projection on (head split, rotary embedding, scores, mask,
+softmax, weighted values) runs in NumPy in training (cpu_attention.py).
+``benchmarks/bench_lm_head.py step`` times them.
 """
 
 from typing import List, Optional, Tuple
 
 import numpy as np
 import paddle
+from paddle.autograd import PyLayer
 from paddlenlp.transformers.model_outputs import CausalLMOutputWithPast
 from paddlenlp.transformers.qwen.modeling import (
     QWenAttention,
@@ -40,6 +43,7 @@ from paddlemix.processors.conversation import IGNORE_INDEX
 
 from .configuration import QWenVLConfig
 from .cpu_attention import CpuQWenAttention
+from .cpu_kernels import as_numpy
 from .linear_cross_entropy import linear_cross_entropy
 from .vision import QWenVisionTransformer
 
@@ -54,14 +58,49 @@ __all__ = [
 ]
 
 
+class _NumpyRMSNorm(PyLayer):
+    """``x * rsqrt(mean(x * x) + eps) * weight`` over the last axis, and its gradients, in NumPy."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        values, scale = as_numpy(x), as_numpy(weight)
+        inverse_rms = 1.0 / np.sqrt((values * values).mean(axis=-1, keepdims=True) + np.float32(eps))
+        normed = values * inverse_rms
+        ctx.saved = (normed, inverse_rms, scale, x.stop_gradient, weight.stop_gradient)
+        return paddle.to_tensor(normed * scale)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        normed, inverse_rms, scale, x_frozen, weight_frozen = ctx.saved
+        grad = as_numpy(grad_out)
+        grad_weight = None if weight_frozen else paddle.to_tensor((grad * normed).reshape(-1, scale.shape[0]).sum(0))
+        grad_x = None
+        if not x_frozen:
+            scaled = grad * scale
+            grad_x = paddle.to_tensor(inverse_rms * (scaled - normed * (scaled * normed).mean(axis=-1, keepdims=True)))
+        return grad_x, grad_weight
+
+
 class SquareRMSNorm(QWenRMSNorm):
     """PaddleNLP's ``QWenRMSNorm`` squaring by ``x * x`` instead of ``x.pow(2)``: the same values to
     float32 rounding (the multiply is the correctly rounded square; Paddle's CPU ``pow`` is off by an
     ulp on about 1% of values), where that ``pow`` and its gradient cost about a millisecond each on
-    a demo batch's [4, 223, 64] activations and the multiply ~20 us."""
+    a demo batch's [4, 223, 64] activations and the multiply ~20 us. On CPU in float32 the whole
+    norm and its gradients are one NumPy operation (:class:`_NumpyRMSNorm`): Paddle runs it as six
+    small kernels and six gradient kernels, ~3 ms a norm at the demo's width, NumPy in ~0.3 ms."""
 
     def _norm(self, x):
         return x * paddle.rsqrt((x * x).mean(-1, keepdim=True) + self.eps)
+
+    def forward(self, x):
+        if (
+            x.place.is_cpu_place()
+            and x.dtype == paddle.float32
+            and self.weight.dtype == paddle.float32
+            and not self.config.use_fused_rms_norm
+        ):
+            return _NumpyRMSNorm.apply(x, self.weight, self.eps)
+        return super().forward(x)
 
 
 def image_span_positions(input_ids, img_start_id: int, img_end_id: int, span: int) -> paddle.Tensor:

@@ -378,14 +378,20 @@ def test_the_head_expanded_mask_gives_paddlenlps_logits(tiny_model, tiny_pixels,
     np.testing.assert_allclose(expanded, broadcast, rtol=1e-6, atol=1e-6)
 
 
-def test_numpy_attention_core_gives_paddlenlps_loss_and_gradients(tiny_config, tiny_pixels, make_prompt):
-    """Training on CPU, the attention core runs in NumPy (cpu_attention.py). On a left-padded batch
-    the loss and every parameter's gradient equal PaddleNLP's ``_attn`` to float32 rounding, and
-    returned attention probabilities sum to one over the visible keys."""
+def test_numpy_attention_core_gives_paddlenlps_loss_and_gradients(tiny_config, tiny_pixels, make_prompt, monkeypatch):
+    """Training on CPU, head split, rotary embedding and attention core run in NumPy
+    (cpu_attention.py). On a left-padded batch (positions from the mask) the loss and every
+    parameter's gradient equal PaddleNLP's attention forward to float32 rounding, and returned
+    attention probabilities sum to one over the visible keys."""
     from paddlenlp.transformers.qwen.modeling import QWenAttention
 
+    from paddlemix.models.qwen_vl import cpu_attention
     from paddlemix.models.qwen_vl.cpu_attention import CpuQWenAttention
     from paddlemix.models.qwen_vl.modeling import QWenVLForCausalLM
+
+    fused_calls = []
+    rotary_apply = cpu_attention._RotaryAttention.apply
+    monkeypatch.setattr(cpu_attention._RotaryAttention, "apply", lambda *a: fused_calls.append(1) or rotary_apply(*a))
 
     paddle.seed(5)
     model = QWenVLForCausalLM(tiny_config)
@@ -410,9 +416,11 @@ def test_numpy_attention_core_gives_paddlenlps_loss_and_gradients(tiny_config, t
         return float(out.loss), grads
 
     fast_loss, fast = loss_and_grads()
+    assert len(fused_calls) == tiny_config.num_hidden_layers  # one fused road a layer
     for layer in attentions:
         layer.__class__ = QWenAttention
     plain_loss, plain = loss_and_grads()
+    assert len(fused_calls) == tiny_config.num_hidden_layers
     for layer in attentions:
         layer.__class__ = CpuQWenAttention
     assert fast_loss == pytest.approx(plain_loss, rel=1e-6)
