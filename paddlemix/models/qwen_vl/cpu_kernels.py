@@ -71,6 +71,18 @@ else:
     _LN2_LOW = np.float32(-2.1219444005469057e-4)
     _SPAN = 2048  # values summed in float32 before the row total (in float64) takes them
 
+    def _jit(**options):
+        """``njit`` with its compiled code cached beside this file (or in the user's cache); where
+        neither can be written, Numba refuses the cache and the kernels compile in each process."""
+
+        def decorate(function):
+            try:
+                return njit(cache=True, **options)(function)
+            except RuntimeError:  # "cannot cache function ...: no locator available"
+                return njit(**options)(function)
+
+        return decorate
+
     @intrinsic
     def _float_with_bits(typingctx, bits):
         """The float32 whose bit pattern is the int32 ``bits`` (LLVM's bitcast; it vectorises)."""
@@ -83,7 +95,7 @@ else:
     # Fused multiply-adds only: reordering would undo the two-part reduction by ln 2 (LLVM may fold
     # x - n*high - n*low into x - n*ln2). NaN is not looked for (a per-value test halves the speed):
     # it comes out clamped, so callers hand only finite values (the head checks its norms first).
-    @njit(fastmath={"contract"}, nogil=True, cache=True, error_model="numpy", boundscheck=False)
+    @_jit(fastmath={"contract"}, nogil=True, error_model="numpy", boundscheck=False)
     def _exp_span(values):
         for j in range(values.shape[0]):
             x = min(max(values[j], np.float32(-87.0)), np.float32(88.0))
@@ -102,14 +114,14 @@ else:
 
     # Reordered additions let LLVM keep eight running sums in an AVX2 register (over one span, in
     # float32; the row total over spans is float64).
-    @njit(fastmath={"reassoc", "contract"}, nogil=True, cache=True, error_model="numpy", boundscheck=False)
+    @_jit(fastmath={"reassoc", "contract"}, nogil=True, error_model="numpy", boundscheck=False)
     def _sum_span(values):
         total = np.float32(0.0)
         for j in range(values.shape[0]):
             total += values[j]
         return total
 
-    @njit(nogil=True, cache=True, boundscheck=False)
+    @_jit(nogil=True, boundscheck=False)
     def _exp_rows(block, sums):
         width = block.shape[1]
         for i in range(block.shape[0]):
