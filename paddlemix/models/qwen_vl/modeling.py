@@ -87,14 +87,20 @@ class SquareRMSNorm(QWenRMSNorm):
     ulp on about 1% of values), where that ``pow`` and its gradient cost about a millisecond each on
     a demo batch's [4, 223, 64] activations and the multiply ~20 us. On CPU in float32 the whole
     norm and its gradients are one NumPy operation (:class:`_NumpyRMSNorm`): Paddle runs it as six
-    small kernels and six gradient kernels, ~3 ms a norm at the demo's width, NumPy in ~0.3 ms."""
+    small kernels and six gradient kernels, ~3 ms a norm at the demo's width, NumPy in ~0.3 ms.
+    Without gradients (generation) Paddle's kernels stay: on a decoding step's [B, 1, H] the
+    PyLayer's own overhead does not pay (benchmarks/bench_generation.py, tiny preset, batch 1: 82
+    and 81 tokens/s with it against 98 and 101 without, in two alternated pairs; pairs of one code
+    vary between 80 and 95)."""
 
     def _norm(self, x):
         return x * paddle.rsqrt((x * x).mean(-1, keepdim=True) + self.eps)
 
     def forward(self, x):
         if (
-            x.place.is_cpu_place()
+            paddle.is_grad_enabled()
+            and not (x.stop_gradient and self.weight.stop_gradient)
+            and x.place.is_cpu_place()
             and x.dtype == paddle.float32
             and self.weight.dtype == paddle.float32
             and not self.config.use_fused_rms_norm
