@@ -33,8 +33,9 @@ DEFAULT_BLOCK_ROWS = 512
 # shift: each value lies in (4e-18, 2.4e17), so a row sum over 151,936 columns stays below 4e22, far
 # from float32's 3.4e38 and from 0. Trained demo models measure 27-35 (the shifted path runs above).
 _NO_SHIFT_BOUND = 40.0
-# The logits block is kept between calls, one per thread: a fresh 155 MB array costs its page
-# faults on every step (~50 ms at 400 rows measured, more than the exp of its values).
+# The logits block is kept between calls, one per thread, for the thread's life (it grows to the
+# largest block asked for, at most DEFAULT_BLOCK_ROWS rows unless a caller asks for more): a fresh
+# array costs its page faults on every step (~50 ms at 400 rows measured, more than its exp).
 _BUFFERS = threading.local()
 
 
