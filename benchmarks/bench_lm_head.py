@@ -15,7 +15,8 @@ step  the demo's training step (the demo config's preset, freezing, batch size, 
       mask, the NumPy rotary embedding and attention core): the demo's step now. Blocks of steps alternate so machine drift hits all; prints steps/s, ratios to
       plain and labelled positions per batch.
 exp   the head's elementwise pass over ROWS x 151,936 logits: NumPy's exp + row sums against
-      cpu_kernels.exp_and_row_sums (one thread and the demo's threads), ns per value.
+      cpu_kernels.exp_and_row_sums (one thread and the demo's threads), ns per value; then both
+      exps' largest error from float64 (ulp and relative) over 25 M values in [-87, 88].
 Prints times and ratios; asserts nothing. Run with the demo's threads (``OMP_NUM_THREADS=$(nproc)``).
 """
 
@@ -119,6 +120,16 @@ def bench_exp(args):
                 f"{seconds / logits.size * 1e9:.3f} ns/value = {numpy_seconds / seconds:.2f}x faster"
             )
         print(line)
+    # accuracy against float64 on values spread over the kernel's whole range
+    sweep = np.concatenate([rng.uniform(-87, 88, 20_000_000), rng.uniform(-0.4, 0.4, 5_000_000)]).astype(np.float32)
+    want = np.exp(sweep.astype(np.float64))
+    ulp = np.spacing(want.astype(np.float32)).astype(np.float64)
+    mine = sweep.reshape(1, -1).copy()
+    exp_and_row_sums(mine, np.empty(1, dtype=np.float32))
+    for name, got in (("numpy exp", np.exp(sweep)), ("kernel", mine[0])):
+        error = np.abs(got - want)
+        print(f"{name}: at most {np.max(error / ulp):.2f} ulp, {np.max(error / want):.2e} relative from float64 "
+              f"over {sweep.size:,} values in [-87, 88]")
 
 
 def demo_batches(args, config, tokenizer, image_processor, count):

@@ -4,15 +4,15 @@ views between Paddle and NumPy, the thread count and pool they split work over, 
 
 ``exp_and_row_sums`` is where the fused head spends its elementwise time: one ``exp`` per logit,
 rows x 151,936 of them a step. On this project's 2-core machines NumPy's float32 ``exp`` and row sum
-take 2.8 ns a value; the Numba kernel below, 0.62 ns on one thread and 0.36 on two
-(``benchmarks/bench_lm_head.py exp``, 223 rows). It is the textbook reduction: ``x = n ln2 + f``
+take 2.5-2.8 ns a value; the Numba kernel below, 0.62-0.76 ns on one thread and 0.36-0.45 on two
+(``benchmarks/bench_lm_head.py exp``, 223 rows, three runs). It is the textbook reduction: ``x = n ln2 + f``
 with ``n`` the nearest integer to ``x / ln2`` (ln 2 split in two parts so ``f`` carries no rounding
 of ``n ln2``), ``exp(f)`` by its degree-7 Taylor polynomial on ``|f| <= ln2 / 2`` (truncation below
 6e-9 relative) and ``2^n`` written straight into a float's exponent bits; each 2,048-value span is
 then summed in float32 and the spans in float64. Inputs are clamped to [-87, 88] so ``2^n`` stays a
 normal float: below -87 the result is of order 1e-38 instead of 0, which no row sum of a softmax (>=
-1 after the max shift) can see. Measured on 25 M values in [-87, 88] against float64: at most 0.93
-ulp off, 7.8e-8 relative (NumPy's own ``exp``: 2.52 ulp, 2.1e-7). Without Numba the NumPy functions
+1 after the max shift) can see. Measured on 25 M values in [-87, 88] against float64 (the same
+benchmark): at most 0.94 ulp off, 7.9e-8 relative (NumPy's own ``exp``: 2.49 ulp, 2.1e-7). Without Numba the NumPy functions
 run instead.
 """
 
