@@ -78,12 +78,16 @@ def _update_block(p, g, m, v, s: _Step, t1, t2) -> None:
     p -= t2
 
 
-def _update_range(arrays, s: _Step, start: int, stop: int) -> None:
+def _update_all(arrays, s: _Step) -> None:
+    """Update flat (p, g, m, v) block by block, on one thread: the update reads and writes ~28 bytes
+    a value and is bound by memory; two threads measured slower on the demo head's 9.7 million
+    values (46 vs 41 ms)."""
     p, g, m, v = arrays
-    t1 = np.empty(min(BLOCK, stop - start), dtype=np.float32)
+    size = p.size
+    t1 = np.empty(min(BLOCK, size), dtype=np.float32)
     t2 = np.empty_like(t1)
-    for a in range(start, stop, BLOCK):
-        b = min(a + BLOCK, stop)
+    for a in range(0, size, BLOCK):
+        b = min(a + BLOCK, size)
         n = b - a
         _update_block(p[a:b], g[a:b], m[a:b], v[a:b], s, t1[:n], t2[:n])
 
@@ -175,12 +179,12 @@ class CpuAdamW(paddle.optimizer.AdamW):
         s = _Step(lr, self._beta1, self._beta2, self._epsilon, float(beta1_pow[0]), float(beta2_pow[0]), decay, scale)
         rows = self._rows_to_update(param, g, m, v) if decay == 0.0 else None
         if rows is None:
-            self._update_dense((p, g, m, v), s)
+            _update_all((p, g, m, v), s)
         else:
             width = int(param.shape[1])
             block = [a.reshape(-1, width) for a in (p, g, m, v)]
             picked = [a[rows].reshape(-1) for a in block]  # copies of the active rows
-            self._update_dense(picked, s)
+            _update_all(picked, s)
             for whole, part in zip(block, picked):
                 whole[rows] = part.reshape(-1, width)
         beta1_pow[0] = beta1_pow[0] * np.float32(self._beta1)
@@ -200,12 +204,6 @@ class CpuAdamW(paddle.optimizer.AdamW):
         seen |= (g.reshape(rows, width) != 0).any(axis=1)
         picked = np.flatnonzero(seen)
         return picked if picked.size <= _ROW_PATH_MAX_SHARE * rows else None
-
-    @staticmethod
-    def _update_dense(arrays, s: _Step) -> None:
-        # One thread: the update reads and writes ~28 bytes per value and is bound by memory; two
-        # threads measured slower on the demo head's 9.7 million values (46 vs 41 ms).
-        _update_range(arrays, s, 0, arrays[0].size)
 
     def set_state_dict(self, state_dict):
         self._active.clear()  # re-read from the loaded moments at the next step
