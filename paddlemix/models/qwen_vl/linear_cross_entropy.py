@@ -74,11 +74,12 @@ def linear_cross_entropy_numpy(
     grad_weight = np.empty_like(weight) if weight_grad else None
     largest_column = float(np.sqrt(np.einsum("hv,hv->v", weight, weight).max()))
     total = 0.0
+    buffer = _logits_buffer(min(block_rows, n), weight.shape[1])
     for start in range(0, n, block_rows):
         rows = states[start : start + block_rows]  # [r, H]
         ids = targets[start : start + block_rows]
         r = rows.shape[0]
-        logits = _logits_buffer(min(block_rows, n), weight.shape[1])[:r]  # [r, V], becomes E' in place
+        logits = buffer[:r]  # [r, V], becomes E' in place
         np.matmul(rows, weight, out=logits)
         picked = (np.arange(r), ids)
         target_logit = logits[picked].astype(np.float64)
