@@ -1,6 +1,6 @@
 """Save a randomly initialised Qwen-VL preset as a checkpoint: the "untrained" model a run starts from.
 
-    python -m paddlemix.tools.init_checkpoint --preset tiny --seed 42 [--resampler_init spatial] --output_dir DIR
+    python -m paddlemix.tools.init_checkpoint --preset tiny --seed 42 [--resampler_init spatial|layout] --output_dir DIR
 
 The weights are exactly those ``supervised_finetune`` builds for ``model_preset`` with the same
 ``seed`` and ``resampler_init`` (both call :func:`paddlemix.models.qwen_vl.builder.build_model`), so
@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", required=True, help="a Qwen-VL preset name, e.g. tiny")
     parser.add_argument("--seed", type=int, default=42, help="the training run's seed (default %(default)s)")
     parser.add_argument(
-        "--resampler_init", default="random", choices=("random", "spatial"),
+        "--resampler_init", default="random", choices=("random", "spatial", "layout"),
         help="the training run's resampler_init (default %(default)s)",
     )
     parser.add_argument("--output_dir", required=True)

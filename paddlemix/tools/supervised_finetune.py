@@ -61,8 +61,10 @@ class ModelArguments:
     resampler_init: str = field(
         default="random",
         metadata={
-            "help": "With model_preset: 'random' (every weight random) or 'spatial' (the resampler's queries "
-            "attend to their own grid cell of patches, Resampler.init_spatial). A checkpoint keeps its weights."
+            "help": "With model_preset: 'random' (every weight random), 'spatial' (the resampler's queries "
+            "attend to their own grid cell of patches, Resampler.init_spatial) or 'layout' (spatial, and the ViT's "
+            "positional table the smooth sin-cos one, so each image token says where it is: "
+            "QWenVisionTransformer.init_layout). A checkpoint keeps its weights."
         },
     )
     freeze_vision: bool = field(default=True, metadata={"help": "Freeze the ViT (upstream fix_vit)."})

@@ -87,6 +87,22 @@ def test_spatial_resampler_init_changes_only_the_resampler_queries_and_keys(init
         np.testing.assert_array_equal(spatial[name], random_start[name], err_msg=name)
 
 
+def test_layout_init_is_the_spatial_resampler_plus_a_sin_cos_vit_table(tmp_path):
+    from paddlemix.models.qwen_vl.vision import LAYOUT_POS_SCALE, sincos_pos_embed_2d
+
+    spatial_dir, layout_dir = tmp_path / "spatial", tmp_path / "layout"
+    for init, out in (("spatial", spatial_dir), ("layout", layout_dir)):
+        assert main(["--preset", "tiny", "--seed", str(SEED), "--resampler_init", init, "--output_dir", str(out)]) == 0
+    spatial = load_weights(os.path.join(spatial_dir, "model_state.pdparams"))
+    layout = load_weights(os.path.join(layout_dir, "model_state.pdparams"))
+    table = "transformer.visual.positional_embedding"
+    size, width = layout[table].shape
+    np.testing.assert_allclose(layout[table], LAYOUT_POS_SCALE * sincos_pos_embed_2d(width, int(size**0.5)), atol=1e-6)
+    assert not np.allclose(spatial[table], layout[table])
+    for name in set(spatial) - {table}:
+        np.testing.assert_array_equal(layout[name], spatial[name], err_msg=name)
+
+
 def test_spatial_resampler_init_refuses_a_checkpoint(init_dir):
     from paddlenlp.trainer import TrainingArguments
 
@@ -95,7 +111,7 @@ def test_spatial_resampler_init_refuses_a_checkpoint(init_dir):
     args = ModelArguments(model_name_or_path=init_dir, resampler_init="spatial")
     with pytest.raises(ValueError, match="initialises a model_preset"):
         build_training_model(args, TrainingArguments(output_dir=init_dir))
-    with pytest.raises(ValueError, match="resampler_init must be one of random, spatial"):
+    with pytest.raises(ValueError, match="resampler_init must be one of random, spatial, layout"):
         build_training_model(
             ModelArguments(model_preset="tiny", resampler_init="grid"), TrainingArguments(output_dir=init_dir)
         )

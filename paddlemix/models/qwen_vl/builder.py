@@ -19,7 +19,7 @@ from .tokenizer import QWenVLTokenizer
 
 __all__ = ["RESAMPLER_INITS", "check_source", "load_config", "build_model", "load_tokenizer", "load_model"]
 
-RESAMPLER_INITS = ("random", "spatial")
+RESAMPLER_INITS = ("random", "spatial", "layout")
 TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
@@ -63,6 +63,8 @@ def build_model(
     model = QWenVLForCausalLM(get_preset(preset))
     if resampler_init == "spatial":
         model.transformer.visual.attn_pool.init_spatial()
+    elif resampler_init == "layout":
+        model.transformer.visual.init_layout()
     return model
 
 

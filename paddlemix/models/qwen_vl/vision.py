@@ -32,6 +32,9 @@ LN_EPS = 1e-6
 # Query/key scale of the spatial initialisation: at 4 a demo query's attention centres 2.9 patches
 # from its own cell (uniform: 8.3), measured by benchmarks/study_resampler_locality.py.
 SPATIAL_INIT_SCALE = 4.0
+# Factor on the sin-cos table (values in [-1, 1]) that the layout initialisation puts in the ViT's
+# positional table.
+LAYOUT_POS_SCALE = 1.0
 
 
 def sincos_pos_embed_2d(embed_dim: int, grid_size: int) -> np.ndarray:
@@ -224,6 +227,17 @@ class QWenVisionTransformer(nn.Layer):
     @property
     def dtype(self):
         return self.conv1.weight.dtype
+
+    def init_layout(self, pos_scale: float = LAYOUT_POS_SCALE) -> None:
+        """Start the tower so that its output tokens say where they are: the positional table becomes
+        the smooth 2-D sin-cos table times ``pos_scale`` and the
+        resampler attends by position (:meth:`Resampler.init_spatial`). A random table gives every
+        patch an unrelated vector, which no linear read-out turns into a row and a column; a
+        pretrained ViT's learned table is smooth in the same way."""
+        size, width = self.positional_embedding.shape
+        table = sincos_pos_embed_2d(width, math.isqrt(size))
+        self.positional_embedding.set_value((table * pos_scale).astype(np.float32))
+        self.attn_pool.init_spatial()
 
     def forward(self, pixel_values):  # [N, 3, S, S]
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3 or pixel_values.shape[2] != pixel_values.shape[3]:

@@ -135,6 +135,48 @@ def test_spatial_init_same_size_grid_by_hand():
     np.testing.assert_array_equal(weights.argmax(1), np.arange(9))
 
 
+def _cell_readout_error(visual, pixels):
+    """Mean absolute error, in grid cells, of a least-squares read-out of each output token's query
+    row and column from the token, fitted on the first half of the images and scored on the rest."""
+    with paddle.no_grad():
+        tokens = visual(paddle.to_tensor(pixels)).numpy()  # [N, Q, E]
+    n, q, _ = tokens.shape
+    grid = int(np.sqrt(q))
+    cells = np.stack(np.divmod(np.arange(q), grid), 1).astype(np.float64)  # [Q, 2] (row, column)
+    x = np.concatenate([tokens, np.ones([n, q, 1])], -1).astype(np.float64)
+    fit, held = x[: n // 2].reshape(-1, x.shape[-1]), x[n // 2 :].reshape(-1, x.shape[-1])
+    w = np.linalg.solve(fit.T @ fit + 1e-3 * np.eye(fit.shape[1]), fit.T @ np.tile(cells, (n // 2, 1)))
+    return float(np.abs(held @ w - np.tile(cells, (n - n // 2, 1))).mean())
+
+
+def test_layout_init_makes_the_tower_say_where_each_token_is():
+    """The layout start puts the sin-cos table in the ViT's positional table and lays out the
+    resampler; each output token then tells its grid cell, which the random start's tokens do not."""
+    from paddlemix.models.qwen_vl.configuration import get_preset
+    from paddlemix.models.qwen_vl.vision import LAYOUT_POS_SCALE, QWenVisionTransformer
+
+    config = get_preset("demo")
+    paddle.seed(7)
+    visual = QWenVisionTransformer(config.visual, config.resampler_heads)
+    visual.eval()
+    size = config.visual["image_size"]
+    # Scan-like images: a bright disc of random centre and radius on a dark, noisy background.
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size] / size
+    discs = [((yy - cy) ** 2 + (xx - cx) ** 2 < r**2) for cy, cx, r in rng.uniform([0.3, 0.3, 0.1], [0.7, 0.7, 0.3], [16, 3])]
+    pixels = np.stack([np.repeat((d * 1.5 - 0.7 + 0.3 * rng.standard_normal(d.shape))[None], 3, 0) for d in discs])
+    pixels = pixels.astype(np.float32)
+    chance = float(np.abs(np.arange(8) - 3.5).mean())  # 2.0 cells: the grid's mean distance to its middle
+    random_error = _cell_readout_error(visual, pixels)
+    visual.init_layout()
+    layout_error = _cell_readout_error(visual, pixels)
+    assert random_error > 0.8 * chance
+    assert layout_error < 0.5 * random_error
+    table = visual.positional_embedding.numpy()
+    np.testing.assert_allclose(table, LAYOUT_POS_SCALE * sincos_2d(table.shape[1], 8), atol=1e-6)
+    np.testing.assert_array_equal(visual.attn_pool.query.numpy(), 0.0)  # the resampler's spatial start
+
+
 def test_frozen_feature_cache_returns_the_towers_features_and_computes_each_image_once(tiny_model, tiny_pixels):
     from paddlemix.models.qwen_vl.vision import FrozenFeatureCache
 
