@@ -36,7 +36,13 @@ from paddlenlp.utils.log import logger  # noqa: E402
 from paddlemix.bird.tasks import TASKS, check_task  # noqa: E402
 from paddlemix.datasets.medgrit import load_medgrit  # noqa: E402
 from paddlemix.datasets.sft import LengthGroupedBatchSampler, SFTCollator, SFTDataset  # noqa: E402
-from paddlemix.models.qwen_vl.builder import build_model, check_source, load_config, load_tokenizer  # noqa: E402
+from paddlemix.models.qwen_vl.builder import (  # noqa: E402
+    build_model,
+    check_resampler_init,
+    check_source,
+    load_config,
+    load_tokenizer,
+)
 from paddlemix.models.qwen_vl.cpu_adamw import CpuAdamW  # noqa: E402
 from paddlemix.models.qwen_vl.vision import FrozenFeatureCache  # noqa: E402
 
@@ -261,6 +267,20 @@ def freeze_vision(model, train_resampler: bool = True) -> List[str]:
     return trainable
 
 
+def effective_resampler_init(model_args: ModelArguments) -> str:
+    """``resampler_init`` as this run uses it: it initialises a ``model_preset``, so a run from a
+    checkpoint (e.g. the demo's config with ``--model_preset "" --model_name_or_path DIR``) keeps the
+    checkpoint's weights and says so in a warning instead of failing on the config's setting."""
+    if model_args.model_name_or_path and model_args.resampler_init != "random":
+        check_resampler_init(model_args.resampler_init)
+        logger.warning(
+            f"resampler_init {model_args.resampler_init!r} initialises a model_preset; the checkpoint "
+            f"{model_args.model_name_or_path} keeps its own weights"
+        )
+        return "random"
+    return model_args.resampler_init
+
+
 def build_training_model(model_args: ModelArguments, training_args: TrainingArguments):
     """The model this run trains: the preset or checkpoint of ``model_args`` (built in the one
     library home, :func:`paddlemix.models.qwen_vl.builder.build_model`), with the vision tower frozen
@@ -270,7 +290,7 @@ def build_training_model(model_args: ModelArguments, training_args: TrainingArgu
         preset=model_args.model_preset,
         checkpoint=model_args.model_name_or_path,
         seed=training_args.seed,
-        resampler_init=model_args.resampler_init,
+        resampler_init=effective_resampler_init(model_args),
         dtype=dtype,
     )
     if model_args.freeze_vision:
@@ -450,6 +470,7 @@ def main(argv=None):
 
     paddle.set_device(training_args.device if training_args.device else "cpu")
     # A wrong model source fails here, before the data is read.
+    model_args.resampler_init = effective_resampler_init(model_args)  # warns once for a checkpoint
     check_source(model_args.model_preset, model_args.model_name_or_path, model_args.resampler_init)
     config = load_config(model_args.model_preset, model_args.model_name_or_path)
     dataset, tokenizer = load_training_data(

@@ -103,15 +103,23 @@ def test_layout_init_is_the_spatial_resampler_plus_a_sin_cos_vit_table(tmp_path)
         np.testing.assert_array_equal(layout[name], spatial[name], err_msg=name)
 
 
-def test_spatial_resampler_init_refuses_a_checkpoint(init_dir):
+def test_resampler_init_is_for_a_preset_a_checkpoint_keeps_its_weights(init_dir, monkeypatch):
+    """The demo's config asks for the layout start; the same config run from a checkpoint loads the
+    checkpoint's weights as saved and says why in a warning. An unknown start is refused either way."""
     from paddlenlp.trainer import TrainingArguments
 
-    from paddlemix.tools.supervised_finetune import ModelArguments, build_training_model
+    from paddlemix.tools import supervised_finetune as sft
 
-    args = ModelArguments(model_name_or_path=init_dir, resampler_init="spatial")
-    with pytest.raises(ValueError, match="initialises a model_preset"):
-        build_training_model(args, TrainingArguments(output_dir=init_dir))
-    with pytest.raises(ValueError, match="resampler_init must be one of random, spatial, layout"):
-        build_training_model(
-            ModelArguments(model_preset="tiny", resampler_init="grid"), TrainingArguments(output_dir=init_dir)
-        )
+    warnings = []
+    monkeypatch.setattr(sft.logger, "warning", warnings.append)
+    args = sft.ModelArguments(model_name_or_path=init_dir, resampler_init="layout")
+    model = sft.build_training_model(args, TrainingArguments(output_dir=init_dir))
+    saved = load_weights(os.path.join(init_dir, "model_state.pdparams"))
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), saved[name], err_msg=name)
+    assert len(warnings) == 1 and "resampler_init 'layout' initialises a model_preset" in warnings[0]
+    for source in (dict(model_name_or_path=init_dir), dict(model_preset="tiny")):
+        with pytest.raises(ValueError, match="resampler_init must be one of random, spatial, layout"):
+            sft.build_training_model(
+                sft.ModelArguments(resampler_init="grid", **source), TrainingArguments(output_dir=init_dir)
+            )

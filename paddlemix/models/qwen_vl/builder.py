@@ -17,10 +17,24 @@ from .configuration import QWenVLConfig, get_preset
 from .modeling import QWenVLForCausalLM
 from .tokenizer import QWenVLTokenizer
 
-__all__ = ["RESAMPLER_INITS", "check_source", "load_config", "build_model", "load_tokenizer", "load_model"]
+__all__ = [
+    "RESAMPLER_INITS",
+    "check_resampler_init",
+    "check_source",
+    "load_config",
+    "build_model",
+    "load_tokenizer",
+    "load_model",
+]
 
 RESAMPLER_INITS = ("random", "spatial", "layout")
 TOKENIZER_CONFIG = "tokenizer_config.json"
+
+
+def check_resampler_init(resampler_init: str) -> None:
+    """Raise unless ``resampler_init`` is one of :data:`RESAMPLER_INITS`."""
+    if resampler_init not in RESAMPLER_INITS:
+        raise ValueError(f"resampler_init must be one of {', '.join(RESAMPLER_INITS)}, got {resampler_init!r}")
 
 
 def check_source(preset: Optional[str], checkpoint: Optional[str], resampler_init: str = "random") -> None:
@@ -30,8 +44,7 @@ def check_source(preset: Optional[str], checkpoint: Optional[str], resampler_ini
         raise ValueError("set exactly one of model_name_or_path (a checkpoint) or model_preset (random init)")
     if checkpoint and not os.path.isfile(os.path.join(checkpoint, "config.json")):
         raise FileNotFoundError(f"checkpoint {checkpoint}: no config.json there (expected a model directory)")
-    if resampler_init not in RESAMPLER_INITS:
-        raise ValueError(f"resampler_init must be one of {', '.join(RESAMPLER_INITS)}, got {resampler_init!r}")
+    check_resampler_init(resampler_init)
     if resampler_init != "random" and not preset:
         raise ValueError(
             f"resampler_init {resampler_init!r} initialises a model_preset; {checkpoint} keeps its own weights"
