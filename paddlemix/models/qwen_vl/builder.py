@@ -65,7 +65,8 @@ def build_model(
     dtype: Optional[str] = None,
 ) -> QWenVLForCausalLM:
     """``preset`` initialised at random after ``paddle.seed(seed)`` (the resampler's queries laid out
-    by :meth:`Resampler.init_spatial` if ``resampler_init="spatial"``), or the weights of
+    by :meth:`Resampler.init_spatial` if ``resampler_init="spatial"``, and the ViT's positional
+    table smooth too if ``"layout"``: :meth:`QWenVisionTransformer.init_layout`), or the weights of
     ``checkpoint`` in ``dtype`` (default: as saved; load a large model in its training dtype, since a
     7B model read as float32 first needs ~38 GB)."""
     check_source(preset, checkpoint, resampler_init)

@@ -230,10 +230,10 @@ class QWenVisionTransformer(nn.Layer):
 
     def init_layout(self, pos_scale: float = LAYOUT_POS_SCALE) -> None:
         """Start the tower so that its output tokens say where they are: the positional table becomes
-        the smooth 2-D sin-cos table times ``pos_scale`` and the
-        resampler attends by position (:meth:`Resampler.init_spatial`). A random table gives every
-        patch an unrelated vector, which no linear read-out turns into a row and a column; a
-        pretrained ViT's learned table is smooth in the same way."""
+        the smooth 2-D sin-cos table times ``pos_scale`` and the resampler attends by position
+        (:meth:`Resampler.init_spatial`). A random table gives every patch an unrelated vector, which
+        no linear read-out turns into a row and a column; a pretrained ViT's learned table is smooth
+        in the same way."""
         size, width = self.positional_embedding.shape
         table = sincos_pos_embed_2d(width, math.isqrt(size))
         self.positional_embedding.set_value((table * pos_scale).astype(np.float32))
