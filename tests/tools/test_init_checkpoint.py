@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from tests.models.qwen_vl.qwen_vl_reference import sincos_2d
 from tests.tools.train_helpers import SEED, load_weights, run, run_train
 
 from paddlemix.tools.init_checkpoint import main
@@ -88,7 +89,7 @@ def test_spatial_resampler_init_changes_only_the_resampler_queries_and_keys(init
 
 
 def test_layout_init_is_the_spatial_resampler_plus_a_sin_cos_vit_table(tmp_path):
-    from paddlemix.models.qwen_vl.vision import LAYOUT_POS_SCALE, sincos_pos_embed_2d
+    from paddlemix.models.qwen_vl.vision import LAYOUT_POS_SCALE
 
     spatial_dir, layout_dir = tmp_path / "spatial", tmp_path / "layout"
     for init, out in (("spatial", spatial_dir), ("layout", layout_dir)):
@@ -97,7 +98,8 @@ def test_layout_init_is_the_spatial_resampler_plus_a_sin_cos_vit_table(tmp_path)
     layout = load_weights(os.path.join(layout_dir, "model_state.pdparams"))
     table = "transformer.visual.positional_embedding"
     size, width = layout[table].shape
-    np.testing.assert_allclose(layout[table], LAYOUT_POS_SCALE * sincos_pos_embed_2d(width, int(size**0.5)), atol=1e-6)
+    # The table against the independent NumPy reference of the sin-cos layout, not the code's own.
+    np.testing.assert_allclose(layout[table], LAYOUT_POS_SCALE * sincos_2d(width, int(size**0.5)), atol=1e-6)
     assert not np.allclose(spatial[table], layout[table])
     for name in set(spatial) - {table}:
         np.testing.assert_array_equal(layout[name], spatial[name], err_msg=name)
