@@ -14,6 +14,10 @@ A normalised record is::
 
     {"id", "image", "image_path", "task", "modality", "conversations": [[q, a], ...]}
 
+plus ``"view"`` when the input record names one: a dihedral view of the image
+(:mod:`paddlemix.bird.views`; data construction's ``--train_views``), whose boxes are already written
+in the view's frame. :func:`record_image` is the image as the record means it.
+
 ``image`` is the path as given (or ``<id>.png``), ``image_path`` the resolved absolute path, and
 the first question's image tag points at ``image`` (a tag's content is replaced, a question
 without one gets the ``Picture 1: <img>…</img>\\n`` prefix), so the text a model is trained on
@@ -43,7 +47,9 @@ from PIL import Image
 
 from paddlemix.bird.boxes import GRID, parse_boxes, written_corners
 from paddlemix.bird.image_tag import split_image_prefix, with_image
+from paddlemix.bird.images import to_rgb
 from paddlemix.bird.tasks import TASKS, modality_of
+from paddlemix.bird.views import VIEWS, apply_view
 from paddlemix.cli import json_error
 
 REASONS = (
@@ -261,6 +267,10 @@ def _normalise(raw, image_root: str, task_hint: Optional[str]) -> dict:
     if image is None:
         image = rid + ".png"
 
+    view = raw.get("view")
+    if view is not None and view not in VIEWS:
+        raise _Problem("bad_shape", f"'view' must be one of {', '.join(VIEWS)}, got {view!r:.60}")
+
     task = raw.get("task")
     if task is not None:
         if not isinstance(task, str) or task.upper() not in TASKS:
@@ -288,7 +298,7 @@ def _normalise(raw, image_root: str, task_hint: Optional[str]) -> dict:
         turns.append([question, answer])
     turns[0][0] = with_image(turns[0][0], image)
 
-    return {
+    record = {
         "id": rid,
         "image": image,
         "image_path": os.path.abspath(os.path.join(image_root, image)),
@@ -296,6 +306,18 @@ def _normalise(raw, image_root: str, task_hint: Optional[str]) -> dict:
         "modality": modality_of(image),
         "conversations": turns,
     }
+    if view is not None:
+        record["view"] = view
+    return record
+
+
+def record_image(record: dict):
+    """What the model is shown for a normalised record: its image path, or, for a record with a
+    ``"view"``, the image turned as the view says (an RGB PIL image)."""
+    view = record.get("view")
+    if view is None:
+        return record["image_path"]
+    return apply_view(to_rgb(record["image_path"]), view)
 
 
 def load_medgrit(

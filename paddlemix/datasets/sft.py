@@ -15,6 +15,7 @@ import numpy as np
 from paddle.io import Dataset, DistributedBatchSampler
 from tqdm import tqdm
 
+from .medgrit import record_image
 from ..processors.conversation import IGNORE_INDEX, SampleTooLong, encode_conversation
 
 
@@ -51,6 +52,7 @@ class SFTDataset(Dataset):
                     "input_ids": np.asarray(enc.input_ids, dtype="int64"),
                     "labels": np.asarray(enc.labels, dtype="int64"),
                     "image_path": rec["image_path"] if n_images else None,
+                    "view": rec.get("view"),
                 }
             )
 
@@ -72,7 +74,7 @@ class SFTDataset(Dataset):
         s = self.samples[index]
         item = {"input_ids": s["input_ids"], "labels": s["labels"]}
         if s["image_path"] is not None:
-            item["images"] = self.image_processor([s["image_path"]])
+            item["images"] = self.image_processor([record_image(s)])
         return item
 
 

@@ -61,6 +61,7 @@ def loss_by_kind(model, tokenizer, image_processor, records: Sequence[dict], max
     import paddle.nn.functional as F
     from tqdm import tqdm
 
+    from paddlemix.datasets.medgrit import record_image
     from paddlemix.processors.conversation import IGNORE_INDEX, encode_conversation
 
     totals = {k: {"tokens": 0, "nll": 0.0, "top1": 0} for k in KINDS + ("all",)}
@@ -69,7 +70,7 @@ def loss_by_kind(model, tokenizer, image_processor, records: Sequence[dict], max
         enc = encode_conversation(tokenizer, rec["conversations"], max_length=max_length)
         labels = np.asarray(enc.labels)
         positions = np.nonzero(labels[1:] != IGNORE_INDEX)[0] + 1  # trained tokens (never the first)
-        images = paddle.to_tensor(image_processor([rec["image_path"]])) if enc.image_paths else None
+        images = paddle.to_tensor(image_processor([record_image(rec)])) if enc.image_paths else None
         with paddle.no_grad():
             out = model(input_ids=paddle.to_tensor([enc.input_ids]), images=images, return_dict=True)
         logits = out.logits[0].astype("float32")[paddle.to_tensor(positions - 1)]

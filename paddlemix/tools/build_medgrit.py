@@ -3,6 +3,7 @@
     python -m paddlemix.tools.build_medgrit --sa_root SAMed2Dv1 --out_dir data/medgrit [--seed 0]
         [--test_ratio 0.1] [--min_mask_area 16] [--mask_json F] [--class_json F] [--strict]
         [--max_turns 8] [--max_mii_regions 10] [--split_turns VG,RO|all] [--test_questions 1]
+        [--train_views microscopy [--view_tasks VG,RO]]
         [--rewrite_endpoint URL --rewrite_model NAME]
 
 Writes train.json, test_{VG,RO,GC,MII}.json and stats.json to ``--out_dir``; the records' images
@@ -38,6 +39,12 @@ def main(argv=None) -> int:
     parser.add_argument("--test_questions", type=int, default=1,
                         help="single-turn test records per image and task (ids <stem>, <stem>--q2, ...; "
                              "upstream's test files have one)")
+    parser.add_argument("--train_views", default="",
+                        help="comma-separated modalities (as in the image names, e.g. 'microscopy') whose training "
+                             "images are also shown in their seven flips and quarter turns (records with a 'view' "
+                             "field, ids <stem>--<view>); only for modalities whose labels carry no side")
+    parser.add_argument("--view_tasks", default="all",
+                        help="comma-separated tasks (or 'all') that get the views' records")
     parser.add_argument("--rewrite_endpoint", default=None, help="OpenAI-compatible base URL or /chat/completions URL")
     parser.add_argument("--rewrite_model", default=None)
     parser.add_argument("--rewrite_api_key_env", default="OPENAI_API_KEY", help="environment variable holding the key")
@@ -46,6 +53,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     split_tasks = TASKS if args.split_turns == "all" else [t for t in args.split_turns.split(",") if t]
+    view_tasks = TASKS if args.view_tasks == "all" else [t for t in args.view_tasks.split(",") if t]
+    view_modalities = [m for m in args.train_views.split(",") if m]
     rewriter = None
     if args.rewrite_endpoint:
         if not args.rewrite_model:
@@ -66,6 +75,8 @@ def main(argv=None) -> int:
             max_mii_regions=args.max_mii_regions,
             split_tasks=split_tasks,
             test_questions=args.test_questions,
+            view_modalities=view_modalities,
+            view_tasks=view_tasks,
             rewriter=rewriter,
             rewrite_workers=args.rewrite_workers,
             progress=not args.no_progress,

@@ -49,7 +49,7 @@ PROTOCOLS = ("bird", qwen_grounding.PROTOCOL)
 # The file names of infer_all.sh / --test_dir, in the order they are answered.
 TASK_FILES = ("VG", "RO", "GC", "MII")
 # Record fields the Qwen-VL grounding protocol scores with, carried into the predictions.
-PASS_THROUGH = ("phrase", "bbox", "width", "height")
+PASS_THROUGH = ("phrase", "bbox", "width", "height", "view")
 
 
 def build_queries(records: List[dict], all_turns: bool = False) -> List[dict]:
@@ -129,6 +129,7 @@ def run_inference(
     returns them after checking the file is this job's; None resumes whatever complete lines are there."""
     from tqdm import tqdm
 
+    from paddlemix.datasets.medgrit import record_image
     from paddlemix.models.qwen_vl.generation import generate_batch
 
     if done is None:
@@ -143,7 +144,7 @@ def run_inference(
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             ids = [prompt_ids(tokenizer, q, prompt_format, protocol) for q in batch]
-            images = image_processor([q["image_path"] for q in batch])
+            images = image_processor([record_image(q) for q in batch])
             outputs = generate_batch(model, tokenizer, ids, images=images, max_new_tokens=max_new_tokens, **generate_kwargs)
             rows = []
             for q, out in zip(batch, outputs):

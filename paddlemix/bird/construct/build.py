@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from paddlemix.bird.construct.conversations import image_turns, medgrit_record
 from paddlemix.bird.construct.paraphrase import rewrite_answers
-from paddlemix.bird.construct.regions import SKIP_REASONS, ImageEntry, SkipLog, read_image_entry
+from paddlemix.bird.construct.regions import SKIP_REASONS, ImageEntry, SkipLog, read_image_entry, viewed_entry
 from paddlemix.bird.construct.split import split_cases, stable_rng
 from paddlemix.bird.jsonio import write_json_atomic
 from paddlemix.bird.samed2d import (
@@ -20,6 +20,7 @@ from paddlemix.bird.samed2d import (
     load_mask_index,
 )
 from paddlemix.bird.tasks import TASKS, modality_of
+from paddlemix.bird.views import VIEWS
 
 
 def build_medgrit(
@@ -36,6 +37,8 @@ def build_medgrit(
     max_mii_regions: int = 10,
     split_tasks: Sequence[str] = (),
     test_questions: int = 1,
+    view_modalities: Sequence[str] = (),
+    view_tasks: Sequence[str] = TASKS,
     rewriter=None,
     rewrite_workers: int = 4,
     progress: bool = True,
@@ -43,9 +46,10 @@ def build_medgrit(
     """Build train/test Med-GRIT files from an SA-Med2D folder; returns (and writes) the stats."""
     if max_turns < 1 or max_mii_regions < 1 or test_questions < 1:
         raise ValueError("max_turns, max_mii_regions and test_questions must be at least 1")
-    unknown = sorted(set(split_tasks) - set(TASKS))
-    if unknown:
-        raise ValueError(f"split_tasks: unknown task(s) {unknown}; known: {list(TASKS)}")
+    for option, tasks in (("split_tasks", split_tasks), ("view_tasks", view_tasks)):
+        unknown = sorted(set(tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"{option}: unknown task(s) {unknown}; known: {list(TASKS)}")
     if not os.path.isdir(sa_root):
         raise ConstructionError(f"{sa_root}: no such folder (--sa_root is the SA-Med2D folder with images/ and masks/)")
     mask_json = mask_json or os.path.join(sa_root, MASK_JSON)
@@ -56,7 +60,8 @@ def build_medgrit(
 
     entries, masks_used = _read_entries(sa_root, index, classes, min_mask_area, skip, progress)
     split = split_cases(entries, test_ratio, seed)
-    train, test, images_in = _records(entries, split, seed, skip, max_turns, max_mii_regions, split_tasks, test_questions)
+    train, test, images_in = _records(entries, split, seed, skip, max_turns, max_mii_regions, split_tasks, test_questions,
+                                      view_modalities, view_tasks)
 
     rewrite_counts = None
     if rewriter is not None:
@@ -80,6 +85,8 @@ def build_medgrit(
         "max_mii_regions": max_mii_regions,
         "split_tasks": sorted(split_tasks),
         "test_questions": test_questions,
+        "view_modalities": sorted(view_modalities),
+        "view_tasks": sorted(view_tasks) if view_modalities else [],
         "strict": strict,
     }
     stats = _stats(config, index, entries, masks_used, images_in, split, train, test, skip, rewrite_counts)
@@ -108,8 +115,14 @@ def _records(
     max_mii_regions: int,
     split_tasks: Sequence[str],
     test_questions: int,
+    view_modalities: Sequence[str] = (),
+    view_tasks: Sequence[str] = TASKS,
 ) -> Tuple[List[dict], Dict[str, List[dict]], Counter]:
-    """Train records, test records per task, and how many images went to each side."""
+    """Train records, test records per task, and how many images went to each side.
+
+    A training image of a modality in ``view_modalities`` also gives the ``view_tasks`` records of
+    its seven dihedral views (:mod:`paddlemix.bird.views`); test images are only ever asked as they are.
+    """
     test_cases = {key for parts in split.values() for key in parts["test"]}
     train: List[dict] = []
     test: Dict[str, List[dict]] = {t: [] for t in TASKS}
@@ -118,18 +131,35 @@ def _records(
         turns = image_turns(entry, stable_rng(seed, entry.name.stem), skip, max_mii_regions)
         in_test = entry.name.case_key in test_cases
         images_in["test" if in_test else "train"] += 1
-        for task in TASKS:
-            if not turns[task]:
-                continue
-            if in_test:
+        if in_test:
+            for task in TASKS:
                 test[task].extend(medgrit_record(entry, task, [turn], part) for part, turn in
                                   enumerate(turns[task][:test_questions]))
-            elif task in split_tasks:
-                train.extend(medgrit_record(entry, task, turns[task][start:start + max_turns], part) for part, start in
-                             enumerate(range(0, len(turns[task]), max_turns)))
-            else:
-                train.append(medgrit_record(entry, task, turns[task][:max_turns]))
+            continue
+        train.extend(_train_records(entry, turns, TASKS, split_tasks, max_turns))
+        if modality_of(entry.image) in view_modalities:
+            for view in VIEWS:
+                viewed = viewed_entry(entry, view)
+                # A view's filters repeat its original's: counted once, in the original's skip log.
+                view_turns = image_turns(viewed, stable_rng(seed, entry.name.stem, view), SkipLog(False), max_mii_regions)
+                train.extend(_train_records(viewed, view_turns, view_tasks, split_tasks, max_turns))
+                images_in["train_views"] += 1
     return train, test, images_in
+
+
+def _train_records(entry: ImageEntry, turns, tasks, split_tasks, max_turns) -> List[dict]:
+    """An image's training records: a task in ``split_tasks`` gives one record per ``max_turns``
+    turns, any other task one record of its first ``max_turns`` turns."""
+    records = []
+    for task in tasks:
+        if not turns[task]:
+            continue
+        if task in split_tasks:
+            records.extend(medgrit_record(entry, task, turns[task][start:start + max_turns], part) for part, start in
+                           enumerate(range(0, len(turns[task]), max_turns)))
+        else:
+            records.append(medgrit_record(entry, task, turns[task][:max_turns]))
+    return records
 
 
 def _table(records: Iterable[dict], turns: bool) -> Dict[str, Dict[str, int]]:
@@ -143,7 +173,7 @@ def _stats(config, index, entries, masks_used, images_in, split, train, test, sk
     """``stats.json``: the settings, what was read and used, the split, record counts, every skip."""
     return {
         "config": config,
-        "images": {"listed": len(index), "used": len(entries), **{k: images_in[k] for k in ("train", "test")}},
+        "images": {"listed": len(index), "used": len(entries), **{k: images_in[k] for k in ("train", "test", "train_views")}},
         "masks": {"listed": sum(len(v) for v in index.values()), "used": masks_used},
         "cases": {
             "train": sum(len(p["train"]) for p in split.values()),

@@ -93,8 +93,13 @@ def _mii_answer(entry, by_label, rng, ctx, max_regions) -> str:
 
 def medgrit_record(entry: ImageEntry, task: str, turns: Sequence[Tuple[str, str]], part: int = 0) -> dict:
     """One record; the ``part``-th record of an image and task gets the id ``<stem>--q<part + 1>``
-    (the first keeps the bare stem, as the release format has it)."""
+    (the first keeps the bare stem, as the release format has it). A viewed image's records carry
+    ``"view"`` and the id ``<stem>--<view>[--q<part + 1>]``."""
     conversations = [[q, a] for q, a in turns]
     conversations[0][0] = with_image(conversations[0][0], entry.image)
-    rec_id = entry.name.stem if part == 0 else f"{entry.name.stem}--q{part + 1}"
-    return {"id": rec_id, "image": entry.image, "task": task, "conversations": conversations}
+    stem = entry.name.stem if entry.view is None else f"{entry.name.stem}--{entry.view}"
+    rec_id = stem if part == 0 else f"{stem}--q{part + 1}"
+    record = {"id": rec_id, "image": entry.image, "task": task, "conversations": conversations}
+    if entry.view is not None:
+        record["view"] = entry.view
+    return record

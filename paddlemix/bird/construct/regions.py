@@ -8,7 +8,7 @@ step drops) are always skipped and counted.
 
 import os
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image
@@ -23,6 +23,7 @@ from paddlemix.bird.samed2d import (
     parse_mask_name,
     read_mask,
 )
+from paddlemix.bird.views import view_box, view_size
 
 # Reasons that stop a strict build; everything else in ``SKIP_REASONS`` is a data filter.
 ERROR_REASONS = (
@@ -77,6 +78,18 @@ class ImageEntry:
     width: int
     height: int
     regions: List[Region]
+    view: Optional[str] = None  # a dihedral view of the image file (paddlemix.bird.views), or None
+
+
+def viewed_entry(entry: ImageEntry, view: str) -> ImageEntry:
+    """The image and its regions as ``view`` shows them: same file, case and masks, boxes and sizes
+    in the view's frame (the grid boxes recomputed from the pixel boxes)."""
+    width, height = view_size(view, entry.width, entry.height)
+    regions = []
+    for region in entry.regions:
+        box = view_box(view, region.box, entry.width, entry.height)
+        regions.append(replace(region, box=box, grid=box_to_grid(box, width, height)))
+    return ImageEntry(entry.name, entry.image, width, height, regions, view)
 
 
 def read_image_entry(
