@@ -196,3 +196,18 @@ def test_stop_ids_are_a_parameter(tiny_model, tiny_pixels, prompts):
     for before, after in zip(free, cut):
         assert after == (before[: before.index(stop)] if stop in before else before)
     assert cut[0] == free[0][: free[0].index(stop)]
+
+
+def test_row_argmax_is_the_first_maximum_of_each_row():
+    from paddlemix.models.qwen_vl.generation import _row_argmax
+
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((8, 151936)).astype(np.float32)
+    values[2, [17, 90000]] = 50.0  # a tie: the first index wins, as in paddle.argmax
+    values[5, -1] = 60.0
+    expected = [int(np.flatnonzero(row == row.max())[0]) for row in values]
+    logits = paddle.to_tensor(values[:, None, :])[:, -1]  # a slice, as greedy_decode hands it
+    got = _row_argmax(logits)
+    assert got.dtype == np.int64 and got.tolist() == expected
+    assert got.tolist() == paddle.argmax(logits, axis=-1).numpy().tolist()
+    assert _row_argmax(logits.astype("float64")).tolist() == expected  # the Paddle road
