@@ -29,11 +29,17 @@ if [ ! -f "$CONFIG" ]; then
 fi
 
 # Paddle runs CPU kernels on one thread unless OMP_NUM_THREADS says otherwise; give each CPU
-# process its share of the cores (an explicit OMP_NUM_THREADS wins).
+# process its share of the cores (an explicit OMP_NUM_THREADS or OPENBLAS_NUM_THREADS wins).
+# One CPU process: Paddle's kernels on one thread and NumPy's BLAS (the LM head's matmuls, the
+# attention core) with the head's kernels on every core. With both on every core, Paddle's OpenMP
+# workers spin after each small kernel and take the cores NumPy's threads need: 200 demo steps took
+# 114-117 s that way, 83-100 s this way (docs/GROUNDING_RUNS.md, "Seventh attempt").
 cores=$(nproc 2>/dev/null || echo 1)
 case "$DEVICES" in
   cpu)
-    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$cores}"
+    if [ -z "${OMP_NUM_THREADS:-}" ] && [ -z "${OPENBLAS_NUM_THREADS:-}" ]; then
+      export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS="$cores"
+    fi
     exec "$PYTHON" "$ENTRY" "$CONFIG" --device cpu "$@"
     ;;
   cpu:*)

@@ -30,7 +30,9 @@ CONFIG=${DEMO_CONFIG:-paddlemix/config/BiRD/sft_argument_demo.json}
 SA_ROOT=$DEMO_DIR/sa_med2d
 IMAGES=$SA_ROOT/images
 MEDGRIT=$DEMO_DIR/medgrit
-# Paddle uses one CPU thread unless told otherwise; inference and training get every core.
+# Paddle uses one CPU thread unless told otherwise; inference gets every core. Training, unless
+# OMP_NUM_THREADS is given, takes train.sh's own split (Paddle one thread, NumPy's BLAS every core).
+TRAIN_THREADS=${OMP_NUM_THREADS:-}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc 2>/dev/null || echo 1)}
 export MAX_NEW_TOKENS_VG=${MAX_NEW_TOKENS_VG:-64} MAX_NEW_TOKENS_RO=${MAX_NEW_TOKENS_RO:-16}
 export MAX_NEW_TOKENS_GC=${MAX_NEW_TOKENS_GC:-64} MAX_NEW_TOKENS_MII=${MAX_NEW_TOKENS_MII:-160}
@@ -73,8 +75,9 @@ print(model.model_preset, training.seed, model.resampler_init)' "$CONFIG" ${TRAI
   --output_dir "$UNTRAINED_DIR"
 
 stage 5/9 "training the $PRESET preset on CPU → $OUTPUT_DIR"
+if [ -n "$TRAIN_THREADS" ]; then TRAIN_ENV="OMP_NUM_THREADS=$TRAIN_THREADS"; else TRAIN_ENV="-u OMP_NUM_THREADS"; fi
 # shellcheck disable=SC2086
-sh train.sh cpu "$CONFIG" --train_json "$MEDGRIT/train.json" --image_root "$IMAGES" \
+env $TRAIN_ENV sh train.sh cpu "$CONFIG" --train_json "$MEDGRIT/train.json" --image_root "$IMAGES" \
   --output_dir "$OUTPUT_DIR" --overwrite_output_dir true ${TRAIN_ARGS:-}
 
 stage 6/9 "batch inference, trained and untrained → $REPORT_DIR/{trained,untrained}/pred"

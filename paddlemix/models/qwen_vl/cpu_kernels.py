@@ -41,8 +41,10 @@ def as_tensor(array: np.ndarray, dtype) -> paddle.Tensor:
 
 
 def cpu_threads() -> int:
-    """The threads Paddle's CPU kernels get (``OMP_NUM_THREADS``; Paddle's default is one)."""
-    return max(1, int(os.environ.get("OMP_NUM_THREADS") or 1))
+    """The threads of the NumPy side of the CPU roads (the head's row blocks and exp kernel): NumPy's
+    BLAS threads (``OPENBLAS_NUM_THREADS``) when set, else Paddle's (``OMP_NUM_THREADS``; Paddle's
+    default is one)."""
+    return max(1, int(os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or 1))
 
 
 def thread_pool(threads: int) -> ThreadPoolExecutor:
