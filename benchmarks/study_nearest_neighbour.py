@@ -14,11 +14,17 @@ spatial``). It prints those beside the image-blind class-mean box (``paddlemix.t
 
 A memorising answer well above the class-mean box says the frozen vision path does carry what a
 model needs to place the box on these test slices (their neighbours in the training slabs have
-similar boxes); it says nothing about how many steps a model needs to learn it. Asserts nothing.
+similar boxes); it says nothing about how many steps a model needs to learn it. Between the two
+sits the same-view class-mean box: the mean box of the asked class over the training images cut
+the same way as the test image (the demo's case names say it: ``zslab`` axial, ``yslab`` coronal
+slabs of the MR, ``slab`` the CT's axial slabs, ``tile`` the microscopy tiles) — what a model
+gains by telling an axial slice from a coronal one and nothing finer. The demo's layout-started
+tokens (``resampler_init layout``, the demo's vision start) are a fifth description. Asserts nothing.
 """
 
 import argparse
 import os
+import re
 import sys
 from collections import defaultdict
 
@@ -68,6 +74,23 @@ def nearest_neighbour_answers(test_records, boxes, features):
     return rows
 
 
+def view_of(image: str) -> str:
+    """``mr_t1--colin27aal--yslab00--y_0020.png`` -> ``mr/yslab``: the modality and how its case was cut."""
+    parts = os.path.basename(image).split("--")
+    return f"{modality_of(image)}/{re.sub(r'[0-9]+', '', parts[2]) if len(parts) > 3 else ''}"
+
+
+def same_view_mean_answers(train_records, test_records):
+    """The class-mean box computed over the training images of the test image's view only."""
+    rows = []
+    for view in sorted({view_of(rec["image"]) for rec in test_records}):
+        same = [rec for rec in train_records if rec.get("image") and view_of(rec["image"]) == view]
+        if not any(rec.get("task") == VG for rec in same):
+            same = train_records
+        rows.extend(vg_baseline(same, [rec for rec in test_records if view_of(rec["image"]) == view]))
+    return rows
+
+
 def pixel_features(images, image_root, size=16):
     from PIL import Image
 
@@ -114,14 +137,17 @@ def main(argv=None):
     images = set(boxes) | {rec["image"] for rec in test}
     random_tokens = vision_tokens(images, args.image_root, args.preset, args.seed, "random")
     spatial_tokens = vision_tokens(images, args.image_root, args.preset, args.seed, "spatial")
+    layout_tokens = vision_tokens(images, args.image_root, args.preset, args.seed, "layout")
     descriptions = {
         "pixels 16x16": pixel_features(images, args.image_root),
         "image tokens (random resampler)": {k: v.ravel() for k, v in random_tokens.items()},
         "image tokens averaged over queries": {k: v.mean(0) for k, v in random_tokens.items()},
         "image tokens (spatial resampler)": {k: v.ravel() for k, v in spatial_tokens.items()},
+        "image tokens (layout start, the demo's)": {k: v.ravel() for k, v in layout_tokens.items()},
     }
     print(f"{len(test)} test VG questions; VG Recall@0.5 per modality (first turn)")
     print(f"  {'class-mean box (image-blind baseline)':55s} {recall_per_modality(vg_baseline(train, test))}")
+    print(f"  {'same-view class-mean box (axial / coronal known)':55s} {recall_per_modality(same_view_mean_answers(train, test))}")
     for name, features in descriptions.items():
         rows = nearest_neighbour_answers(test, boxes, features)
         print(f"  {'nearest neighbour, ' + name:55s} {recall_per_modality(rows)}")
