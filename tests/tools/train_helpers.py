@@ -30,6 +30,7 @@ def train_args(data, output_dir, *extra):
     trainable) so the tests do not move when the demo's tuned settings do."""
     return [
         "--model_preset", "tiny", "--resampler_init", "random", "--freeze_vision", "false", "--train_resampler", "true",
+        "--task_fractions", "",  # every record: the tests count the training file's records
         "--train_json", data["train_json"], "--image_root", data["images"], "--output_dir", str(output_dir),
         "--per_device_train_batch_size", str(BATCH), "--max_length", str(MAX_LENGTH), "--logging_steps", "1",
         "--disable_tqdm", "true", *extra,
