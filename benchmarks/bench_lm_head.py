@@ -3,6 +3,7 @@
     python benchmarks/bench_lm_head.py head [--rows 100 200 400] [--hidden 64 128] [--repeats 5]
     python benchmarks/bench_lm_head.py step [--medgrit_dir data/demo/medgrit --image_root ...] [--steps 10]
     python benchmarks/bench_lm_head.py exp [--rows 223] [--repeats 5]
+    python benchmarks/bench_lm_head.py adamw [--active_rows 3000] [--steps 20]
 
 head  forward + backward of the 151,936-column head and its mean cross-entropy over ROWS labelled
       positions, both ways, in GFLOP/s (6 * rows * hidden * vocab multiply-adds counted as 2 FLOPs
@@ -21,6 +22,10 @@ step  the demo's training step (the demo config's preset, freezing, batch size, 
 exp   the head's elementwise pass over ROWS x 151,936 logits: NumPy's exp + row sums against
       cpu_kernels.exp_and_row_sums (one thread and the demo's threads), ns per value; then both
       exps' largest error from float64 (ulp and relative) over 25 M values in [-87, 88].
+adamw CpuAdamW.step on the demo's two 151,936 x 64 matrices (the LM head, every row with a gradient;
+      the token embedding, ACTIVE_ROWS rows with one) and 40 small ones, with the global-norm clip:
+      the NumPy block update against the Numba kernel on one thread and on the demo's threads;
+      median ms per step.
 Prints times and ratios; asserts nothing. Run with the demo's threads (``OMP_NUM_THREADS=$(nproc)``).
 """
 
@@ -141,6 +146,50 @@ def bench_exp(args):
         error = np.abs(got - want)
         print(f"{name}: at most {np.max(error / ulp):.2f} ulp, {np.max(error / want):.2e} relative from float64 "
               f"over {sweep.size:,} values in [-87, 88]")
+
+
+def bench_adamw(args):
+    import paddle
+
+    from paddlemix.models.qwen_vl import cpu_adamw
+    from paddlemix.models.qwen_vl.cpu_kernels import HAVE_NUMBA
+
+    paddle.seed(0)
+    embedding = paddle.create_parameter([151936, 64], "float32")
+    params = [embedding, paddle.create_parameter([64, 151936], "float32")]
+    params += [paddle.create_parameter([64, 192], "float32") for _ in range(40)]
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal(p.shape).astype(np.float32) * 1e-3 for p in params]
+    grads[0][rng.permutation(151936)[args.active_rows :]] = 0.0
+    grads = [paddle.to_tensor(g) for g in grads]
+
+    def per_step(numba, threads):
+        opt = cpu_adamw.CpuAdamW(learning_rate=3e-3, parameters=params, beta2=0.95, weight_decay=0.0,
+                                 grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
+        saved = cpu_adamw.HAVE_NUMBA, cpu_adamw.cpu_threads
+        cpu_adamw.HAVE_NUMBA, cpu_adamw.cpu_threads = numba, (lambda: threads)
+        try:
+            times = []
+            for _ in range(args.steps + 2):
+                for p, g in zip(params, grads):
+                    p._set_grad_ivar(g)
+                start = time.perf_counter()
+                opt.step()
+                times.append(time.perf_counter() - start)
+                opt.clear_grad()
+        finally:
+            cpu_adamw.HAVE_NUMBA, cpu_adamw.cpu_threads = saved
+        return float(np.median(times[2:]))
+
+    numpy_seconds = per_step(False, 1)
+    line = f"AdamW step, NumPy blocks {numpy_seconds * 1e3:.1f} ms"
+    if HAVE_NUMBA:
+        from paddlemix.models.qwen_vl.cpu_kernels import cpu_threads
+
+        for threads in sorted({1, cpu_threads()}):
+            seconds = per_step(True, threads)
+            line += f"  Numba kernel, {threads} thread(s) {seconds * 1e3:.1f} ms = {numpy_seconds / seconds:.2f}x faster"
+    print(line)
 
 
 def demo_batches(args, config, tokenizer, image_processor, count):
@@ -281,8 +330,11 @@ def main(argv=None):
     exp = sub.add_parser("exp")
     exp.add_argument("--rows", type=int, nargs="+", default=[223])
     exp.add_argument("--repeats", type=int, default=5)
+    adamw = sub.add_parser("adamw")
+    adamw.add_argument("--active_rows", type=int, default=3000, help="embedding rows with a gradient")
+    adamw.add_argument("--steps", type=int, default=20)
     args = parser.parse_args(argv)
-    {"head": bench_head, "step": bench_step, "exp": bench_exp}[args.what](args)
+    {"head": bench_head, "step": bench_step, "exp": bench_exp, "adamw": bench_adamw}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Paddle's AdamW with its CPU update done in NumPy: one cache-sized block at a time, the global-norm
-clip folded in, and embedding rows that never had a gradient left alone.
+"""Paddle's AdamW with its CPU update done outside Paddle: one pass over each parameter by a Numba
+kernel (NumPy, a cache-sized block at a time, where Numba is missing), the global-norm clip folded
+in, and embedding rows that never had a gradient left alone.
 
 With the real 151,936-id vocabulary and a narrow model almost every parameter sits in the token
 embedding and the LM head (19.4 of the demo's 19.7 million). Paddle's CPU step walks each of them
@@ -7,11 +8,16 @@ several times: the clip's squared norm and its in-place multiply, the ``adamw_``
 zero-filling of every gradient by ``clear_grad``, after which the next backward adds into the zeros.
 :class:`CpuAdamW` computes the same update (``paddle.optimizer.AdamW``'s formula, on the optimizer's
 own moment and beta-power accumulators, so checkpoints and ``set_state_dict`` are unchanged) in one
-pass per block of 32,768 values, and frees gradients instead of zeroing them.
+pass, and frees gradients instead of zeroing them. The update reads and writes 28 bytes a value and
+is bound by memory; the Numba kernel (``cpu_kernels.adamw_rows``, the NumPy blocks' float32
+operations in their order, equal to the bit) splits the two large matrices over the NumPy side's
+threads (``cpu_kernels.cpu_threads``), which sit idle while the optimizer runs:
+``benchmarks/bench_lm_head.py adamw`` measured 57-86 ms a demo step on two threads against 93-102
+for the NumPy blocks.
 
 Rows of a 2-D parameter whose gradient and both moments are zero (the embedding rows of ids no batch
 has held yet) have an AdamW update of exactly zero without weight decay, so they are skipped: the
-demo's text uses a few thousand of the 151,936 ids. Anything the NumPy path does not cover (GPU
+demo's text uses a few thousand of the 151,936 ids. Anything this path does not cover (GPU
 tensors, other dtypes, parameter groups, AMSGrad, master weights, learning-rate ratios, a clip other
 than ``ClipGradByGlobalNorm``) runs Paddle's own step.
 """
@@ -25,6 +31,8 @@ import paddle
 from paddle.base import framework
 from paddle.nn import ClipGradByGlobalNorm
 
+from .cpu_kernels import HAVE_NUMBA, adamw_rows, cpu_threads
+
 
 __all__ = ["CpuAdamW"]
 
@@ -33,6 +41,7 @@ __all__ = ["CpuAdamW"]
 BLOCK = 1 << 15
 # Above this share of active rows the row gather costs more than it saves: update every row.
 _ROW_PATH_MAX_SHARE = 0.5
+_EVERY_ROW = np.zeros(0, dtype=bool)  # adamw_rows' "no row is skipped"
 
 
 def _view(tensor: paddle.Tensor) -> np.ndarray:
@@ -79,9 +88,7 @@ def _update_block(p, g, m, v, s: _Step, t1, t2) -> None:
 
 
 def _update_all(arrays, s: _Step) -> None:
-    """Update flat (p, g, m, v) block by block, on one thread: the update reads and writes ~28 bytes
-    a value and is bound by memory; two threads measured slower on the demo head's 9.7 million
-    values (46 vs 41 ms)."""
+    """Update flat (p, g, m, v) block by block in NumPy, on one thread (the path without Numba)."""
     p, g, m, v = arrays
     size = p.size
     t1 = np.empty(min(BLOCK, size), dtype=np.float32)
@@ -94,7 +101,7 @@ def _update_all(arrays, s: _Step) -> None:
 
 class CpuAdamW(paddle.optimizer.AdamW):
     """``paddle.optimizer.AdamW`` (same arguments, same state dict) whose CPU float32 step runs in
-    NumPy; see the module docstring. ``clear_grad`` frees gradients by default."""
+    Numba or NumPy; see the module docstring. ``clear_grad`` frees gradients by default."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -177,30 +184,42 @@ class CpuAdamW(paddle.optimizer.AdamW):
         if self._apply_decay_param_fun is not None and not self._apply_decay_param_fun(param.name):
             decay = 0.0
         s = _Step(lr, self._beta1, self._beta2, self._epsilon, float(beta1_pow[0]), float(beta2_pow[0]), decay, scale)
-        rows = self._rows_to_update(param, g, m, v) if decay == 0.0 else None
-        if rows is None:
-            _update_all((p, g, m, v), s)
+        by_rows = decay == 0.0 and len(param.shape) == 2
+        if HAVE_NUMBA:
+            if p.size:
+                seen = self._seen(param, m, v) if by_rows else _EVERY_ROW
+                width = int(param.shape[1]) if by_rows else p.size
+                adamw_rows(p, g, m, v, seen, width, s.keep, s.beta1, s.beta2, s.g1, s.g2, s.eps_t, s.lr_t, cpu_threads())
         else:
-            width = int(param.shape[1])
-            block = [a.reshape(-1, width) for a in (p, g, m, v)]
-            picked = [a[rows].reshape(-1) for a in block]  # copies of the active rows
-            _update_all(picked, s)
-            for whole, part in zip(block, picked):
-                whole[rows] = part.reshape(-1, width)
+            rows = self._rows_to_update(param, g, m, v) if by_rows else None
+            if rows is None:
+                _update_all((p, g, m, v), s)
+            else:
+                width = int(param.shape[1])
+                block = [a.reshape(-1, width) for a in (p, g, m, v)]
+                picked = [a[rows].reshape(-1) for a in block]  # copies of the active rows
+                _update_all(picked, s)
+                for whole, part in zip(block, picked):
+                    whole[rows] = part.reshape(-1, width)
         beta1_pow[0] = beta1_pow[0] * np.float32(self._beta1)
         beta2_pow[0] = beta2_pow[0] * np.float32(self._beta2)
 
-    def _rows_to_update(self, param, g: np.ndarray, m: np.ndarray, v: np.ndarray):
-        """Row indices of a 2-D parameter that ever had a nonzero gradient row (the others keep zero
-        moments and get a zero update), or None to update every value. The first step after the
-        optimizer was built (or its state loaded) reads the rows off the moments."""
-        if len(param.shape) != 2:
-            return None
-        rows, width = int(param.shape[0]), int(param.shape[1])
+    def _seen(self, param, m: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Per row of a 2-D parameter: has it ever had a nonzero gradient (its moments are nonzero)?
+        The first step after the optimizer was built (or its state loaded) reads it off the moments;
+        the update marks the rows of each new gradient."""
         seen = self._active.get(param.name)
         if seen is None:
+            rows, width = int(param.shape[0]), int(param.shape[1])
             seen = self._active[param.name] = (m.reshape(rows, width) != 0).any(axis=1)
             seen |= (v.reshape(rows, width) != 0).any(axis=1)
+        return seen
+
+    def _rows_to_update(self, param, g: np.ndarray, m: np.ndarray, v: np.ndarray):
+        """(Without Numba.) Row indices of a 2-D parameter that ever had a nonzero gradient row (the
+        others keep zero moments and get a zero update), or None to update every value."""
+        rows, width = int(param.shape[0]), int(param.shape[1])
+        seen = self._seen(param, m, v)
         seen |= (g.reshape(rows, width) != 0).any(axis=1)
         picked = np.flatnonzero(seen)
         return picked if picked.size <= _ROW_PATH_MAX_SHARE * rows else None

@@ -23,7 +23,7 @@ from typing import Dict
 import numpy as np
 import paddle
 
-__all__ = ["as_numpy", "as_tensor", "cpu_threads", "thread_pool", "exp_and_row_sums", "HAVE_NUMBA"]
+__all__ = ["as_numpy", "as_tensor", "cpu_threads", "thread_pool", "exp_and_row_sums", "adamw_rows", "HAVE_NUMBA"]
 
 _POOLS: Dict[int, ThreadPoolExecutor] = {}
 
@@ -66,6 +66,7 @@ try:  # Numba is in requirements.txt; the NumPy functions keep the head working 
 except ImportError:  # pragma: no cover - exercised only where Numba is missing
     HAVE_NUMBA = False
     _exp_rows = _numpy_exp_and_row_sums
+    _adamw_rows = None
 else:
     HAVE_NUMBA = True
     _LOG2E = np.float32(1.4426950408889634)
@@ -133,6 +134,68 @@ else:
                 _exp_span(span)
                 total += _sum_span(span)
             sums[i] = total
+
+    # No fastmath: the float32 operations of CpuAdamW's NumPy block update, in its order, one value
+    # at a time (the same results to the bit), so the parameter, gradient and moments are read and
+    # written once instead of once per NumPy call.
+    @_jit(nogil=True, boundscheck=False)
+    def _adamw_rows(p, g, bits, m, v, seen, width, keep, beta1, beta2, g1, g2, eps_t, lr_t):
+        rows = p.shape[0] // width
+        skip = seen.shape[0] == rows
+        for r in range(rows):
+            a = r * width
+            if skip and not seen[r]:
+                # Is any of the row's gradient values nonzero (-0.0 is not)? An OR of the bits without
+                # the sign vectorises; a compare-and-break loop read 1.8 GB/s.
+                nonzero = np.uint32(0)
+                for j in range(a, a + width):
+                    nonzero |= bits[j]
+                if (nonzero & np.uint32(0x7FFFFFFF)) == 0:
+                    continue
+                seen[r] = True
+            for j in range(a, a + width):
+                gj = g[j]
+                mj = m[j] * beta1 + gj * g1
+                vj = v[j] * beta2 + (gj * gj) * g2
+                m[j] = mj
+                v[j] = vj
+                pj = p[j] * keep if keep != 1 else p[j]
+                p[j] = pj - (mj / (np.sqrt(vj) + eps_t)) * lr_t
+
+
+# Below this many values a parameter's update is not split over threads.
+_ADAMW_SPLIT = 1 << 20
+
+
+def adamw_rows(p, g, m, v, seen, width, keep, beta1, beta2, g1, g2, eps_t, lr_t, threads: int = 1) -> bool:
+    """AdamW in place on flat float32 ``p`` (parameter), ``m``, ``v`` (moments) from ``g`` (gradient),
+    seen as rows of ``width`` values, by the Numba kernel; the float32 constants are those of
+    ``cpu_adamw._Step``. ``seen`` (bool per row, or empty: every row) skips rows with no gradient so
+    far and marks rows whose gradient has a nonzero value. Parameters of a million values or more are
+    split by rows over ``threads`` threads (the update is bound by memory, and one core does not
+    saturate it: 9.7 million values took 21-30 ms on two threads, 38-58 ms on one). False (nothing
+    done) without Numba."""
+    if _adamw_rows is None:  # pragma: no cover - exercised only where Numba is missing
+        return False
+    f = np.float32
+    constants = (f(keep), f(beta1), f(beta2), f(g1), f(g2), f(eps_t), f(lr_t))
+    every_row = seen.shape[0] == 0
+    rows = p.shape[0] // width
+    if every_row:  # any cut is a row boundary: cut into `threads` runs of whole rows of one value
+        rows, width = p.shape[0], 1
+    parts = min(threads, rows) if p.shape[0] >= _ADAMW_SPLIT else 1
+    if parts <= 1:
+        _adamw_rows(p, g, g.view(np.uint32), m, v, seen, p.shape[0] if every_row else width, *constants)
+        return True
+    bounds = np.linspace(0, rows, parts + 1).astype(np.int64)
+
+    def part(k):
+        a, b = int(bounds[k]) * width, int(bounds[k + 1]) * width
+        rows_seen = seen if every_row else seen[bounds[k] : bounds[k + 1]]
+        _adamw_rows(p[a:b], g[a:b], g[a:b].view(np.uint32), m[a:b], v[a:b], rows_seen, b - a if every_row else width, *constants)
+
+    list(thread_pool(threads).map(part, range(parts)))
+    return True
 
 
 def exp_and_row_sums(block: np.ndarray, sums: np.ndarray, threads: int = 1, finite: bool = True) -> None:

@@ -170,3 +170,52 @@ def test_an_adopted_paddle_adamw_steps_as_cpu_adamw():
     assert opt._active  # the NumPy path ran (its row masks exist)
     with pytest.raises(TypeError, match="takes a paddle.optimizer.AdamW"):
         CpuAdamW.adopt(paddle.optimizer.SGD(parameters=adopted.parameters()))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("decay", [0.0, 0.1])
+def test_the_numba_kernel_equals_the_numpy_block_update_to_the_bit(threads, decay):
+    """One kernel pass per value (the default where Numba is installed) against the NumPy blocks, on a
+    parameter large enough to be split over threads; with rows, the never-seen rows stay as they are."""
+    from paddlemix.models.qwen_vl.cpu_adamw import _Step, _update_all
+    from paddlemix.models.qwen_vl.cpu_kernels import HAVE_NUMBA, adamw_rows
+
+    assert HAVE_NUMBA
+    rows, width = 20_011, 64  # 1.28 million values, a partial last block
+    rng = np.random.default_rng(7)
+    p = rng.standard_normal(rows * width).astype("float32")
+    g = (rng.standard_normal(rows * width) * 1e-3).astype("float32")
+    m = (rng.standard_normal(rows * width) * 1e-3).astype("float32")
+    v = (np.abs(rng.standard_normal(rows * width)) * 1e-6).astype("float32")
+    idle = rng.random(rows) < 0.3  # rows that never had a gradient: zero gradient and moments
+    for a in (g, m, v):
+        a.reshape(rows, width)[idle] = 0.0
+    g.reshape(rows, width)[5, 3] = 0.0  # a zero inside an active row does not make it idle
+    s = _Step(3e-3, 0.9, 0.95, 1e-8, 0.9**4, 0.95**4, decay, 0.7)
+    expected = [a.copy() for a in (p, g, m, v)]
+    _update_all(expected, s)
+    constants = (s.keep, s.beta1, s.beta2, s.g1, s.g2, s.eps_t, s.lr_t)
+
+    dense = [a.copy() for a in (p, g, m, v)]
+    assert adamw_rows(*dense, np.zeros(0, dtype=bool), dense[0].size, *constants, threads=threads)
+    for got, want in zip(dense, expected):
+        assert np.array_equal(got, want)
+
+    if decay == 0.0:  # the row path is taken only without weight decay
+        by_rows = [a.copy() for a in (p, g, m, v)]
+        seen = np.zeros(rows, dtype=bool)
+        assert adamw_rows(*by_rows, seen, width, *constants, threads=threads)
+        assert np.array_equal(seen, ~idle)
+        for got, want in zip(by_rows, expected):
+            assert np.array_equal(got, want)
+        assert np.array_equal(by_rows[0].reshape(rows, width)[idle], p.reshape(rows, width)[idle])
+
+
+def test_without_numba_the_numpy_blocks_update_the_same(monkeypatch):
+    """The NumPy path (where Numba is missing) against Paddle's AdamW, rows skipped as with Numba."""
+    from paddlemix.models.qwen_vl import cpu_adamw
+
+    monkeypatch.setattr(cpu_adamw, "HAVE_NUMBA", False)
+    test_updates_equal_paddles_adamw(1.0, 0.0)
+    test_updates_equal_paddles_adamw(0.01, 0.1)
+    test_rows_without_a_gradient_are_left_untouched()
