@@ -54,6 +54,10 @@ def test_every_stage_reports_progress_and_the_total_time(demo):
     for k in range(1, 10):
         assert f"=== [{k}/9]" in out
     assert "demo finished in " in out
+    # inference and evaluation run two jobs at once: the side job's output is shown, its log removed
+    for line in ("--- untrained: ", "--- shuffled: ", "--- untrained\n", "--- baselines\n"):
+        assert line in out
+    assert not [name for name in os.listdir(demo["reports"]) if name.endswith(".log") and name != "demo.log"]
 
 
 def test_metrics_of_every_run_have_the_contract_keys(demo):
