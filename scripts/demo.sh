@@ -96,9 +96,9 @@ eval_runs() {
   for RUN in "$@"; do echo "--- $RUN"; sh tests/models/BiRD/eval_all.sh "$REPORT_DIR/$RUN/pred" "$REPORT_DIR/$RUN" || return 1; done
 }
 # two_at_once JOB_A JOB_B: both shell functions at once, on one core each (one after the other when
-# OMP_NUM_THREADS was given or there is one core): generation is bound by small kernels' overheads, so two one-thread processes
-# beat one two-thread process (trained + untrained inference 77 s at once against 117 s one after
-# the other, 2 cores). JOB_B's output is shown when both are done.
+# OMP_NUM_THREADS was given or there is one core). Generation is bound by small kernels' overheads,
+# so two one-thread processes beat one two-thread process: trained + untrained inference took 77 s
+# at once against 117 s one after the other on 2 cores. JOB_B's output is shown when both are done.
 two_at_once() {
   if [ -n "$TRAIN_THREADS" ] || [ "$OMP_NUM_THREADS" -lt 2 ]; then "$1"; "$2"; return; fi
   side_log="$REPORT_DIR/$2.log"
