@@ -12,7 +12,7 @@ pass, and frees gradients instead of zeroing them. The update reads and writes 2
 is bound by memory; the Numba kernel (``cpu_kernels.adamw_rows``, the NumPy blocks' float32
 operations in their order, equal to the bit) splits the two large matrices over the NumPy side's
 threads (``cpu_kernels.cpu_threads``), which sit idle while the optimizer runs:
-``benchmarks/bench_lm_head.py adamw`` measured 57-86 ms a demo step on two threads against 93-102
+``benchmarks/bench_lm_head.py adamw`` measured 67-86 ms a demo step on two threads against 89-102
 for the NumPy blocks.
 
 Rows of a 2-D parameter whose gradient and both moments are zero (the embedding rows of ids no batch
