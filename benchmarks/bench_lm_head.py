@@ -4,6 +4,7 @@
     python benchmarks/bench_lm_head.py step [--medgrit_dir data/demo/medgrit --image_root ...] [--steps 10]
     python benchmarks/bench_lm_head.py exp [--rows 223] [--repeats 5]
     python benchmarks/bench_lm_head.py adamw [--active_rows 3000] [--steps 20]
+    python benchmarks/bench_lm_head.py embedding [--ids 1200] [--repeats 12]
 
 head  forward + backward of the 151,936-column head and its mean cross-entropy over ROWS labelled
       positions, both ways, in GFLOP/s (6 * rows * hidden * vocab multiply-adds counted as 2 FLOPs
@@ -17,7 +18,8 @@ step  the demo's training step (the demo config's preset, freezing, batch size, 
       AdamW settings; real batches of the demo set, in the order of the demo's seed): plain (Paddle's
       head, AdamW and PaddleNLP's decoder ops), the fused head, + the image feature cache,
       + CpuAdamW, + the decoder's CPU roads (SquareRMSNorm and its NumPy norm, the head-expanded
-      mask, the NumPy rotary embedding and attention core): the demo's step now. Blocks of steps alternate so machine drift hits all; prints steps/s, ratios to
+      mask, the NumPy rotary embedding and attention core) and the sparse embedding gradient: the
+      demo's step now. Blocks of steps alternate so machine drift hits all; prints steps/s, ratios to
       plain and labelled positions per batch.
 exp   the head's elementwise pass over ROWS x 151,936 logits: NumPy's exp + row sums against
       cpu_kernels.exp_and_row_sums (one thread and the demo's threads), ns per value; then both
@@ -26,6 +28,9 @@ adamw CpuAdamW.step on the demo's two 151,936 x 64 matrices (the LM head, every 
       the token embedding, ACTIVE_ROWS rows with one) and 40 small ones, with the global-norm clip:
       the NumPy block update against the Numba kernel on one thread and on the demo's threads;
       median ms per step.
+embedding the token embedding's forward + backward for IDS ids (a demo batch: 4 x ~300) into the
+      151,936 x 64 table, its gradient dense (Paddle's default: a zero-filled table) and sparse
+      (SelectedRows, what training on one CPU process uses with CpuAdamW); median ms.
 Prints times and ratios; asserts nothing. Run with the demo's threads (``OMP_NUM_THREADS=$(nproc)``).
 """
 
@@ -192,6 +197,25 @@ def bench_adamw(args):
     print(line)
 
 
+def bench_embedding(args):
+    import paddle
+
+    weight = paddle.create_parameter([151936, 64], "float32")
+    ids = paddle.to_tensor(np.random.default_rng(0).integers(0, 5000, (1, args.ids)))
+    line = f"embedding of {args.ids} ids, forward + backward:"
+    medians = {}
+    for sparse in (False, True):
+        times = []
+        for _ in range(args.repeats + 2):
+            start = time.perf_counter()
+            paddle.nn.functional.embedding(ids, weight, sparse=sparse).sum().backward()
+            times.append(time.perf_counter() - start)
+            weight.clear_gradient(False)  # freed, as CpuAdamW.clear_grad does
+        medians[sparse] = float(np.median(times[2:]))
+        line += f"  {'sparse' if sparse else 'dense'} {medians[sparse] * 1e3:.2f} ms"
+    print(line + f"  = {medians[False] / medians[True]:.0f}x")
+
+
 def demo_batches(args, config, tokenizer, image_processor, count):
     import paddle
 
@@ -281,6 +305,7 @@ def bench_step(args):
         modeling.linear_cross_entropy = head
         model.transformer.image_feature_cache = feature_cache
         use_decoder_fast_paths(model, fast)
+        model.transformer.wte._sparse = fast  # training's sparse embedding gradient (with CpuAdamW)
         start = time.perf_counter()
         for batch in batches:
             loss = model(**batch, use_cache=False, return_dict=True).loss
@@ -310,6 +335,7 @@ def bench_step(args):
         modeling.linear_cross_entropy = fused
         model.transformer.image_feature_cache = None
         use_decoder_fast_paths(model, True)
+        model.transformer.wte._sparse = False
     steps = args.rounds * len(batches)
     print(", ".join(f"{name} {steps / seconds:.3f} steps/s" for name, seconds in totals.items()))
     print(", ".join(f"{name} / plain {totals['plain'] / totals[name]:.2f}x" for name in totals if name != "plain"))
@@ -333,8 +359,12 @@ def main(argv=None):
     adamw = sub.add_parser("adamw")
     adamw.add_argument("--active_rows", type=int, default=3000, help="embedding rows with a gradient")
     adamw.add_argument("--steps", type=int, default=20)
+    embedding = sub.add_parser("embedding")
+    embedding.add_argument("--ids", type=int, default=1200)
+    embedding.add_argument("--repeats", type=int, default=12)
     args = parser.parse_args(argv)
-    {"head": bench_head, "step": bench_step, "exp": bench_exp, "adamw": bench_adamw}[args.what](args)
+    {"head": bench_head, "step": bench_step, "exp": bench_exp, "adamw": bench_adamw,
+     "embedding": bench_embedding}[args.what](args)
 
 
 if __name__ == "__main__":

