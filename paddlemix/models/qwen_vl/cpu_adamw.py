@@ -15,6 +15,10 @@ threads (``cpu_kernels.cpu_threads``), which sit idle while the optimizer runs:
 ``benchmarks/bench_lm_head.py adamw`` measured 67-86 ms a demo step on two threads against 89-102
 for the NumPy blocks.
 
+A sparse gradient (Paddle's SelectedRows, what a ``sparse`` embedding hands back: a row of values
+per id occurrence) is summed per id and updates the rows the dense gradient would update, without
+the zero-filled table the dense one costs.
+
 Rows of a 2-D parameter whose gradient and both moments are zero (the embedding rows of ids no batch
 has held yet) have an AdamW update of exactly zero without weight decay, so they are skipped: the
 demo's text uses a few thousand of the 151,936 ids. Anything this path does not cover (GPU
