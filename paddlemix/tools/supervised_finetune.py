@@ -215,8 +215,8 @@ class BiRDTrainer(Trainer):
         ):
             CpuAdamW.adopt(optimizer)
             # CpuAdamW takes sparse (SelectedRows) gradients: a trainable embedding then hands back a
-            # row per id occurrence instead of a zero-filled 151,936-row matrix (28.6 vs 0.15 ms for
-            # a demo batch's embedding backward, measured on one thread).
+            # row per id occurrence instead of a zero-filled 151,936-row matrix (a demo batch's
+            # embedding backward 26.4 vs 0.13 ms: benchmarks/bench_lm_head.py embedding, one thread).
             sparse = []
             for name, layer in self.model.named_sublayers():
                 if isinstance(layer, paddle.nn.Embedding) and not layer.weight.stop_gradient:

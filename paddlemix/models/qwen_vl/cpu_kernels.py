@@ -139,6 +139,24 @@ else:
     # No fastmath: the float32 operations of CpuAdamW's NumPy block update, in its order, one value
     # at a time (the same results to the bit), so the parameter, gradient and moments are read and
     # written once instead of once per NumPy call.
+    @_jit(nogil=True, boundscheck=False, inline="always")
+    def _adamw_value(p, m, v, j, gj, keep, beta1, beta2, g1, g2, eps_t, lr_t):
+        mj = m[j] * beta1 + gj * g1
+        vj = v[j] * beta2 + (gj * gj) * g2
+        m[j] = mj
+        v[j] = vj
+        pj = p[j] * keep if keep != 1 else p[j]
+        p[j] = pj - (mj / (np.sqrt(vj) + eps_t)) * lr_t
+
+    # Is any of a row's gradient values nonzero (-0.0 is not)? An OR of the bits without the sign
+    # vectorises; a compare-and-break loop read 1.8 GB/s.
+    @_jit(nogil=True, boundscheck=False, inline="always")
+    def _any_nonzero(bits):
+        nonzero = np.uint32(0)
+        for j in range(bits.shape[0]):
+            nonzero |= bits[j]
+        return (nonzero & np.uint32(0x7FFFFFFF)) != 0
+
     @_jit(nogil=True, boundscheck=False)
     def _adamw_rows(p, g, bits, m, v, seen, width, keep, beta1, beta2, g1, g2, eps_t, lr_t):
         rows = p.shape[0] // width
@@ -146,22 +164,11 @@ else:
         for r in range(rows):
             a = r * width
             if skip and not seen[r]:
-                # Is any of the row's gradient values nonzero (-0.0 is not)? An OR of the bits without
-                # the sign vectorises; a compare-and-break loop read 1.8 GB/s.
-                nonzero = np.uint32(0)
-                for j in range(a, a + width):
-                    nonzero |= bits[j]
-                if (nonzero & np.uint32(0x7FFFFFFF)) == 0:
+                if not _any_nonzero(bits[a : a + width]):
                     continue
                 seen[r] = True
             for j in range(a, a + width):
-                gj = g[j]
-                mj = m[j] * beta1 + gj * g1
-                vj = v[j] * beta2 + (gj * gj) * g2
-                m[j] = mj
-                v[j] = vj
-                pj = p[j] * keep if keep != 1 else p[j]
-                p[j] = pj - (mj / (np.sqrt(vj) + eps_t)) * lr_t
+                _adamw_value(p, m, v, j, g[j], keep, beta1, beta2, g1, g2, eps_t, lr_t)
 
     # A sparse embedding gradient (Paddle's SelectedRows: one row of values per id occurrence) summed
     # per id in occurrence order, as Paddle's dense embedding gradient adds them into zeros.
@@ -189,23 +196,12 @@ else:
         for r in range(rows):
             k = index[first + r]
             if not seen[r]:
-                if k < 0:
-                    continue
-                nonzero = np.uint32(0)
-                for j in range(width):
-                    nonzero |= bits[k, j]
-                if (nonzero & np.uint32(0x7FFFFFFF)) == 0:
+                if k < 0 or not _any_nonzero(bits[k]):
                     continue
                 seen[r] = True
             a = r * width
             for j in range(width):
-                gj = merged[k, j] if k >= 0 else zero
-                mj = m[a + j] * beta1 + gj * g1
-                vj = v[a + j] * beta2 + (gj * gj) * g2
-                m[a + j] = mj
-                v[a + j] = vj
-                pj = p[a + j] * keep if keep != 1 else p[a + j]
-                p[a + j] = pj - (mj / (np.sqrt(vj) + eps_t)) * lr_t
+                _adamw_value(p, m, v, a + j, merged[k, j] if k >= 0 else zero, keep, beta1, beta2, g1, g2, eps_t, lr_t)
 
 
 # Below this many values a parameter's update is not split over threads.
