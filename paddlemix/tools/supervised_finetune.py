@@ -222,8 +222,29 @@ class BiRDTrainer(Trainer):
                 if isinstance(layer, paddle.nn.Embedding) and not layer.weight.stop_gradient:
                     layer._sparse = True
                     sparse.append(name)
-            logger.info(f"optimizer: CpuAdamW (AdamW's update in Numba on this CPU process); sparse gradients: {sparse}")
+            # The LM head's update runs in the background while the next batch goes through the
+            # decoder (the model's forward waits for it before the head reads its weight).
+            deferred = getattr(self.model, "deferrable_parameters", lambda: [])()
+            optimizer.defer(deferred)
+            logger.info(
+                f"optimizer: CpuAdamW (AdamW's update in Numba on this CPU process); sparse gradients: {sparse}; "
+                f"deferred updates: {[p.name for p in deferred]}"
+            )
         return optimizer
+
+    def _finish_updates(self):
+        if isinstance(self.optimizer, CpuAdamW):
+            self.optimizer.finish_updates()
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self._finish_updates()
+
+    def _save(self, *args, **kwargs):
+        self._finish_updates()  # the saved head must hold its last update
+        return super()._save(*args, **kwargs)
 
     def get_train_dataloader(self):
         sampler = LengthGroupedBatchSampler(

@@ -28,7 +28,8 @@ than ``ClipGradByGlobalNorm``) runs Paddle's own step.
 
 import ctypes
 import math
-from typing import Dict, List, Tuple
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Dict, Iterable, List, Tuple
 
 import numpy as np
 import paddle
@@ -38,7 +39,7 @@ from paddle.nn import ClipGradByGlobalNorm
 from .cpu_kernels import HAVE_NUMBA, adamw_rows, adamw_sparse_rows, cpu_threads, merge_rows
 
 
-__all__ = ["CpuAdamW"]
+__all__ = ["CpuAdamW", "finish_update"]
 
 # Values per block: three float32 blocks of the parameter, gradient and moments (128 KB each) and two
 # scratch blocks stay in a core's L2 cache through the dozen NumPy calls of one update.
@@ -54,6 +55,25 @@ def _view(tensor: paddle.Tensor) -> np.ndarray:
     count = int(np.prod(tensor.shape)) if len(tensor.shape) else 1
     pointer = ctypes.cast(tensor.data_ptr(), ctypes.POINTER(ctypes.c_float))
     return np.ctypeslib.as_array(pointer, shape=(count,))
+
+
+# Deferred updates (``CpuAdamW.defer``): parameter name -> the background update still running.
+_PENDING: Dict[str, Future] = {}
+_BACKGROUND: List[ThreadPoolExecutor] = []  # one worker, made on first use
+
+
+def finish_update(param: paddle.Tensor) -> None:
+    """Wait for ``param``'s deferred update, if one is running (re-raising its error). Whoever reads
+    a deferred parameter calls this first; it returns at once when nothing is pending."""
+    future = _PENDING.pop(param.name, None)
+    if future is not None:
+        future.result()
+
+
+def _background() -> ThreadPoolExecutor:
+    if not _BACKGROUND:
+        _BACKGROUND.append(ThreadPoolExecutor(1, thread_name_prefix="paddlemix_adamw"))
+    return _BACKGROUND[0]
 
 
 class _Step:
@@ -138,6 +158,7 @@ class CpuAdamW(paddle.optimizer.AdamW):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._active: Dict[str, np.ndarray] = {}  # parameter name -> bool per row: had a gradient
+        self._deferred: set = set()  # names of parameters whose update may finish in the background
 
     @classmethod
     def adopt(cls, optimizer: paddle.optimizer.AdamW) -> "CpuAdamW":
@@ -147,7 +168,32 @@ class CpuAdamW(paddle.optimizer.AdamW):
             raise TypeError(f"CpuAdamW.adopt takes a paddle.optimizer.AdamW, not {type(optimizer).__name__}")
         optimizer.__class__ = cls
         optimizer._active = {}
+        optimizer._deferred = set()
         return optimizer
+
+    # -- deferred updates -----------------------------------------------------------------------
+    def defer(self, params: Iterable[paddle.Tensor]) -> None:
+        """Let these parameters' dense updates run on a background thread after ``step`` returns, so
+        they overlap the next step's forward pass. Only for parameters whose every reader calls
+        :func:`finish_update` first (the model's LM head: ``QWenVLForCausalLM.forward`` waits before
+        its loss or logits); this optimizer's own ``step``, ``state_dict`` and ``set_state_dict`` and
+        :meth:`finish_updates` wait for all of them. The values are those of the immediate update, to
+        the bit: the same kernel, on one thread. Without Numba the updates stay immediate."""
+        self._deferred.update(p.name for p in params)
+
+    def finish_updates(self) -> None:
+        """Wait for every deferred update of this optimizer (re-raising the first error)."""
+        errors = []
+        for name in sorted(self._deferred):
+            future = _PENDING.pop(name, None)
+            if future is not None and future.exception() is not None:
+                errors.append(future.exception())
+        if errors:
+            raise errors[0]
+
+    def state_dict(self):
+        self.finish_updates()
+        return super().state_dict()
 
     # -- which steps the NumPy path takes -------------------------------------------------------
     def _numpy_pairs(self) -> List[Tuple[paddle.Tensor, paddle.Tensor]]:
@@ -197,6 +243,7 @@ class CpuAdamW(paddle.optimizer.AdamW):
 
     @paddle.no_grad()
     def step(self) -> None:
+        self.finish_updates()  # the moments and values a deferred update writes are read again now
         pairs = self._numpy_pairs()
         if pairs is None:
             return super().step()
@@ -211,6 +258,9 @@ class CpuAdamW(paddle.optimizer.AdamW):
         return None
 
     def _update(self, param, p: np.ndarray, g, lr: float, scale: float) -> None:
+        """One parameter's AdamW step; a deferred one's dense Numba update is handed to the
+        background thread (beta powers and the row marks are advanced here, as the kernel needs
+        neither)."""
         get = self._get_accumulator_master
         m = _view(get(self._moment1_acc_str, param))
         v = _view(get(self._moment2_acc_str, param))
@@ -230,7 +280,16 @@ class CpuAdamW(paddle.optimizer.AdamW):
             if p.size:
                 seen = self._seen(param, m, v) if by_rows else _EVERY_ROW
                 width = int(param.shape[1]) if by_rows else p.size
-                adamw_rows(p, g, m, v, seen, width, s.keep, s.beta1, s.beta2, s.g1, s.g2, s.eps_t, s.lr_t, cpu_threads())
+                constants = (s.keep, s.beta1, s.beta2, s.g1, s.g2, s.eps_t, s.lr_t)
+                if param.name in self._deferred:
+                    # The gradient is freed by clear_grad before the update ends: a DLPack array holds
+                    # its memory (the kernel reads it through g, a view of the same bytes).
+                    held = np.from_dlpack(param._grad_ivar().detach())
+                    _PENDING[param.name] = _background().submit(
+                        lambda: (held, adamw_rows(p, g, m, v, seen, width, *constants, 1))
+                    )
+                else:
+                    adamw_rows(p, g, m, v, seen, width, *constants, cpu_threads())
         else:
             rows = self._rows_to_update(param, g, m, v) if by_rows else None
             if rows is None:
@@ -266,6 +325,7 @@ class CpuAdamW(paddle.optimizer.AdamW):
         return picked if picked.size <= _ROW_PATH_MAX_SHARE * rows else None
 
     def set_state_dict(self, state_dict):
+        self.finish_updates()
         self._active.clear()  # re-read from the loaded moments at the next step
         return super().set_state_dict(state_dict)
 

@@ -42,6 +42,7 @@ from paddlenlp.transformers.qwen.modeling import (
 from paddlemix.processors.conversation import IGNORE_INDEX
 
 from .configuration import QWenVLConfig
+from .cpu_adamw import finish_update
 from .cpu_attention import CpuQWenAttention
 from .cpu_kernels import as_numpy
 from .linear_cross_entropy import linear_cross_entropy
@@ -307,6 +308,12 @@ class QWenVLForCausalLM(QWenVLPretrainedModel):
     def get_output_embeddings(self):
         return self.lm_head
 
+    def deferrable_parameters(self) -> List[paddle.Tensor]:
+        """Parameters whose optimizer update may still be running when a forward pass starts
+        (``CpuAdamW.defer``): ``forward`` waits for the LM head's before reading it, after the
+        decoder has run, so the update overlaps the decoder."""
+        return [self.lm_head.weight]
+
     def set_output_embeddings(self, value):
         self.lm_head = value
 
@@ -360,6 +367,7 @@ class QWenVLForCausalLM(QWenVLPretrainedModel):
             return_dict=True,
         )
         hidden_states = outputs.last_hidden_state  # [B, S, H]
+        finish_update(self.lm_head.weight)  # a deferred optimizer update of the head (CpuAdamW.defer)
         loss = self.masked_lm_loss(hidden_states, labels) if labels is not None else None
         logits = None
         if logits_to_keep is None:

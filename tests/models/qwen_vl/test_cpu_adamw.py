@@ -285,3 +285,80 @@ def test_the_sparse_kernel_equals_the_dense_kernel_to_the_bit():
     assert np.array_equal(got_seen, want_seen)
     for a, b in zip(got, (want[0], want[2], want[3])):
         assert np.array_equal(a, b)
+
+
+def _wide_model(seed=0):
+    """_model with a Linear of 16 x 60,000 (960,000 values): its update takes long enough that the
+    next step's reader finds it still running."""
+    paddle.seed(seed)
+    return paddle.nn.LayerList([paddle.nn.Embedding(VOCAB, WIDTH), paddle.nn.Linear(WIDTH, 60_000), paddle.nn.LayerNorm(WIDTH)])
+
+
+def _train_reading_after_the_update(model, opt, steps):
+    """_train, the Linear's weight read only after finish_update (the contract of CpuAdamW.defer);
+    returns how many steps left its update pending when the optimizer's step returned."""
+    from paddlemix.models.qwen_vl import cpu_adamw
+
+    pending = 0
+    for i in range(steps):
+        ids = paddle.to_tensor(np.random.default_rng(i).integers(0, 20 + 5 * i, (8, 5)))
+        states = model[2](model[0](ids))
+        cpu_adamw.finish_update(model[1].weight)
+        (model[1](states) ** 2).mean().scale(50.0).backward()
+        opt.step()
+        pending += model[1].weight.name in cpu_adamw._PENDING
+        opt.clear_grad()
+        opt._learning_rate.step()
+    return pending
+
+
+def test_a_deferred_update_equals_the_immediate_one_to_the_bit():
+    """CpuAdamW.defer: the Linear's update runs on the background thread after step returns (its
+    gradient freed meanwhile), and values, moments and beta powers equal the immediate update's."""
+    from paddlemix.models.qwen_vl.cpu_kernels import HAVE_NUMBA
+
+    assert HAVE_NUMBA
+    immediate, deferred = _wide_model(), _wide_model()
+    opt_now = _optimizer(CpuAdamW, immediate)
+    opt_later = _optimizer(CpuAdamW, deferred)
+    opt_later.defer([deferred[1].weight])
+    assert _train_reading_after_the_update(immediate, opt_now, 6) == 0
+    assert _train_reading_after_the_update(deferred, opt_later, 6) == 6
+    state_now, state_later = opt_now.state_dict(), opt_later.state_dict()  # waits for the last update
+    for got, want in zip(_values(deferred), _values(immediate)):
+        assert np.array_equal(got, want)
+    names_now = {p.name: k for k, p in enumerate(immediate.parameters())}
+    names_later = {p.name: k for k, p in enumerate(deferred.parameters())}
+    compared = 0
+    for key, value in state_later.items():
+        if not isinstance(value, paddle.Tensor):
+            continue
+        param = next(n for n in names_later if key.startswith(n + "_"))
+        twin = next(n for n, k in names_now.items() if k == names_later[param])
+        assert np.array_equal(value.numpy(), state_now[twin + key[len(param):]].numpy()), key
+        compared += 1
+    assert compared == 4 * len(names_later)  # two moments and two beta powers each
+
+
+def test_a_failed_deferred_update_is_raised_to_its_reader(monkeypatch):
+    import threading
+
+    from paddlemix.models.qwen_vl import cpu_adamw
+
+    real = cpu_adamw.adamw_rows
+
+    def failing_in_the_background(*args):
+        if threading.current_thread().name.startswith("paddlemix_adamw"):
+            raise RuntimeError("kernel failed")
+        return real(*args)
+
+    monkeypatch.setattr(cpu_adamw, "adamw_rows", failing_in_the_background)
+    model = _wide_model()
+    opt = _optimizer(CpuAdamW, model)
+    opt.defer([model[1].weight])
+    model[1](model[2](model[0](paddle.to_tensor([[1, 2]])))).sum().backward()
+    opt.step()
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        cpu_adamw.finish_update(model[1].weight)
+    assert not cpu_adamw._PENDING
+    opt.finish_updates()  # nothing left to wait for
