@@ -82,7 +82,8 @@ env $TRAIN_ENV sh train.sh cpu "$CONFIG" --train_json "$MEDGRIT/train.json" --im
 
 stage 6/9 "batch inference, trained and untrained → $REPORT_DIR/{trained,untrained}/pred"
 rm -rf "$REPORT_DIR/trained" "$REPORT_DIR/untrained" "$REPORT_DIR/shuffled" "$REPORT_DIR/baselines" "$REPORT_DIR/gallery"
-# The image-blind ablation of the trained model: its VG and RO test images exchanged within each modality.
+# The image-blind ablation of the trained model: its VG and RO test images exchanged within each
+# modality, each question shown a slice of another slab (a neighbouring slice of its own is nearly its image).
 "$PYTHON" -m paddlemix.tools.shuffle_images --test_dir "$MEDGRIT" --out_dir "$REPORT_DIR/shuffled/test" --tasks VG,RO
 infer() {  # RUN CHECKPOINT TEST_DIR
   echo "--- $1: $2 on $3"
@@ -130,7 +131,7 @@ stage 9/9 "report: loss curve, VG gallery, comparison → $REPORT_DIR"
   baseline="$REPORT_DIR/baselines" \
   --image_use "$REPORT_DIR/trained/pred/pred_VG.jsonl" "$REPORT_DIR/shuffled/pred/pred_VG.jsonl" \
   --note "trained: \`$CONFIG\` (preset $PRESET, seed $SEED, resampler_init $RESAMPLER_INIT) on \`$MEDGRIT/train.json\`; extra training arguments: ${TRAIN_ARGS:-none}." \
-  --note "shuffled: the trained model shown another image of the same modality for each VG/RO question (image-blind ablation); a grounding claim needs trained well above shuffled." \
+  --note "shuffled: the trained model shown, for each VG/RO question, an image of another case (slab) of the same modality (image-blind ablation); a grounding claim needs trained well above shuffled." \
   --note "untrained: the same preset and seed saved before the first step (\`$UNTRAINED_DIR\`)." \
   --note "baseline: image-blind — VG answers the class-mean training box of the asked class, RO the most frequent training name." \
   --note "Training loss: \`loss.png\`; VG boxes, worst first: \`gallery/index.html\`; per-modality tables: \`<run>/summary.md\`."

@@ -5,9 +5,11 @@
 * RO — the majority class: answer every referring question with the most frequent training name.
 
 They write ordinary prediction JSONL, so the same evaluator scores them as it scores a model.
-``shuffle_images`` makes the image-blind ablation of a model itself: its test images exchanged.
+``shuffle_images`` makes the image-blind ablation of a model itself: its test images exchanged
+(for images of another case: another slab or volume).
 """
 
+import os
 import random
 from collections import Counter, defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -80,32 +82,64 @@ def ro_baseline(train_records: Sequence[dict], test_records: Sequence[dict]) -> 
     return [_prediction(rec, *rec["conversations"][0], name, RO) for rec in test_records]
 
 
-def shuffle_images(records: Sequence[dict], seed: int = 0) -> Tuple[List[dict], Dict[str, int]]:
+def case_of(image: str) -> str:
+    """The case (volume, slab or tile) of an SA-Med2D image name, ``<modality_sub>--<dataset>--<case>--<slice>``:
+    its first three fields (``mr_t1--colin27aal--yslab05--y_0080.png`` → ``mr_t1--colin27aal--yslab05``).
+    A name of another form is its own case."""
+    name = os.path.basename(str(image))
+    parts = name.split("--")
+    return "--".join(parts[:3]) if len(parts) >= 4 else name
+
+
+def shuffle_images(records: Sequence[dict], seed: int = 0) -> Tuple[List[dict], Dict[str, Tuple[int, int]]]:
     """The image-blind ablation of a trained model: the same test records with their images
-    exchanged among records of the same modality, every image moved to another image's records.
+    exchanged among records of the same modality, every image moved to another image's records,
+    and to an image of another case (:func:`case_of`) wherever the case sizes allow.
 
     Questions, references and ids stay, so a model that reads the image loses accuracy and one that
-    answers from the question alone does not. Records carry ``image`` (a path relative to the image
-    root); the first question's ``<img>…</img>`` tag, if any, is rewritten to match. Returns the new
-    records and, per modality, how many distinct images were exchanged (a modality with a single
-    image cannot be shuffled; its count is 0 and its records are unchanged)."""
+    answers from the question alone does not. Another case matters: the slices of one slab are
+    neighbours (a few pixels apart in the volume), so a question shown the next slice of its own
+    slab sees nearly its own image and stays answerable. When no case holds more than half of a
+    modality's images every image goes to another case; otherwise every image outside the largest
+    case goes into it and as many of its images go out (a single case: each image to another of its
+    images). Records carry ``image`` (a path relative to the image root); the first
+    question's ``<img>…</img>`` tag, if any, is rewritten to match. Returns the new records and, per
+    modality, (distinct images exchanged, of them moved to another case); a modality with a single
+    image cannot be shuffled: (0, 0), its records unchanged."""
     missing = [rec.get("id", i) for i, rec in enumerate(records) if not rec.get("image")]
     if missing:
         raise ValueError(f"records without an 'image' path cannot be shuffled: {missing[:5]}")
-    by_modality: Dict[str, List[str]] = defaultdict(list)
+    by_modality: Dict[str, Dict[str, List[str]]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
-        images = by_modality[modality_of(rec["image"])]
+        cases = by_modality[modality_of(rec["image"])]
+        images = cases[case_of(rec["image"])]
         if rec["image"] not in images:
             images.append(rec["image"])
     rng = random.Random(seed)
     moved: Dict[str, str] = {}
-    exchanged: Dict[str, int] = {}
-    for modality, images in sorted(by_modality.items()):
-        order = sorted(images)
-        rng.shuffle(order)
-        # A cyclic shift of a random order sends every image to a different one (when there are two or more).
-        moved.update(zip(order, order[1:] + order[:1]))
-        exchanged[modality] = len(order) if len(order) > 1 else 0
+    exchanged: Dict[str, Tuple[int, int]] = {}
+    for modality, cases in sorted(by_modality.items()):
+        # The cases largest first (equal sizes in a random order), each case's images together in a
+        # random order. A cyclic shift by the largest case's size, when that is at most half the
+        # images, sends every image out of its case (a case is one run no longer than the shift);
+        # otherwise a shift by the number of other images sends each of them into the largest case
+        # and as many of the largest case's out, the most that can cross.
+        names = sorted(cases)
+        rng.shuffle(names)
+        names.sort(key=lambda name: -len(cases[name]))
+        order = []
+        for name in names:
+            images = sorted(cases[name])
+            rng.shuffle(images)
+            order.extend(images)
+        n, largest = len(order), max(len(images) for images in cases.values())
+        if n < 2:
+            moved.update(zip(order, order))
+            exchanged[modality] = (0, 0)
+            continue
+        shift = largest if 2 * largest <= n else max(1, n - largest)  # one case: to another of its images
+        moved.update(zip(order, order[shift:] + order[:shift]))
+        exchanged[modality] = (n, sum(case_of(a) != case_of(moved[a]) for a in order))
     out = []
     for rec in records:
         new_image = moved[rec["image"]]

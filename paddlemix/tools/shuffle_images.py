@@ -3,7 +3,8 @@
     python -m paddlemix.tools.shuffle_images --test_dir DIR --out_dir DIR [--tasks VG,RO] [--seed 0]
 
 Reads ``DIR/test_<TASK>.json`` and writes the same records to ``OUT/test_<TASK>.json`` with every
-image moved to other records of its modality (``paddlemix.bird.baselines.shuffle_images``).
+image moved to other records of its modality, of another case (slab, volume) where the case sizes
+allow (``paddlemix.bird.baselines.shuffle_images``).
 Inferring on them and scoring against the unchanged references shows how much a model's answers
 depend on the image it is shown.
 """
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     for task, (path, exchanged) in write_shuffled(args.test_dir, args.out_dir, args.tasks.split(","), args.seed).items():
-        counts = ", ".join(f"{m} {n}" for m, n in exchanged.items())
+        counts = ", ".join(f"{m} {n} ({across} to another case)" for m, (n, across) in exchanged.items())
         print(f"wrote {path}: images exchanged per modality: {counts}")
     return 0
 

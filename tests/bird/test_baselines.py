@@ -57,7 +57,7 @@ def test_shuffle_images_moves_every_image_within_its_modality():
         _record("f", "microscopy_00--d--c1--2d_none.png"),
     ]
     shuffled, exchanged = shuffle_images(records, seed=3)
-    assert exchanged == {"ct": 2, "microscopy": 0, "mr": 3}
+    assert exchanged == {"ct": (2, 2), "microscopy": (0, 0), "mr": (3, 3)}
     assert [r["id"] for r in shuffled] == [r["id"] for r in records]
     for old, new in zip(records, shuffled):
         assert new["conversations"][0][1] == old["conversations"][0][1]  # the reference answer stays
@@ -70,6 +70,29 @@ def test_shuffle_images_moves_every_image_within_its_modality():
     assert {r["image"] for r in shuffled} == {r["image"] for r in records}  # a permutation of the images
     assert shuffle_images(records, seed=3)[0] == shuffled
     assert records[0]["image"] == "mr_00--d--c1--z_0001.png"  # the input is not modified
+
+
+def test_shuffled_images_come_from_another_case_where_the_cases_allow():
+    """Two slabs of neighbouring slices: every question is shown a slice of the other slab (a
+    neighbour of its own slice would leave it answerable). A case of more than half the images
+    keeps some of them at home, and the counts say how many crossed."""
+    slabs = [_record(f"{slab}{k}", f"mr_t1--atlas--{slab}--{slab[0]}_{k:04d}.png") for slab in ("yslab05", "zslab03")
+             for k in range(6)]
+    for seed in range(5):
+        shuffled, exchanged = shuffle_images(slabs, seed=seed)
+        assert exchanged == {"mr": (12, 12)}
+        for old, new in zip(slabs, shuffled):
+            assert new["image"].split("--")[2] != old["image"].split("--")[2]
+        assert sorted(r["image"] for r in shuffled) == sorted(r["image"] for r in slabs)
+    lopsided = [_record(f"a{k}", f"ct_00--d--big--z_{k:04d}.png") for k in range(5)]
+    lopsided += [_record("b0", "ct_00--d--small--z_0000.png"), _record("c0", "ct_00--d--other--z_0000.png")]
+    shuffled, exchanged = shuffle_images(lopsided, seed=1)
+    crossed = sum(o["image"].split("--")[2] != n["image"].split("--")[2] for o, n in zip(lopsided, shuffled))
+    assert exchanged == {"ct": (7, crossed)} and crossed == 4  # "small" and "other" into "big", two of it out
+    assert all(o["image"] != n["image"] for o, n in zip(lopsided, shuffled))
+    one_slab = slabs[:6]
+    shuffled, exchanged = shuffle_images(one_slab, seed=0)
+    assert exchanged == {"mr": (6, 0)} and all(o["image"] != n["image"] for o, n in zip(one_slab, shuffled))
 
 
 def test_shuffle_images_needs_image_paths():
