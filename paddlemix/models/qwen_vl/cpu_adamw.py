@@ -19,6 +19,11 @@ A sparse gradient (Paddle's SelectedRows, what a ``sparse`` embedding hands back
 per id occurrence) is summed per id and updates the rows the dense gradient would update, without
 the zero-filled table the dense one costs.
 
+A deferred parameter (:meth:`CpuAdamW.defer`: the LM head, about half of the optimizer's time)
+is updated on a background thread after ``step`` returns, while the next batch runs through the
+vision tower and the decoder; its readers wait first (:func:`finish_update`). The values are the
+immediate update's to the bit.
+
 Rows of a 2-D parameter whose gradient and both moments are zero (the embedding rows of ids no batch
 has held yet) have an AdamW update of exactly zero without weight decay, so they are skipped: the
 demo's text uses a few thousand of the 151,936 ids. Anything this path does not cover (GPU

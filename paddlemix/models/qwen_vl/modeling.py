@@ -308,14 +308,14 @@ class QWenVLForCausalLM(QWenVLPretrainedModel):
     def get_output_embeddings(self):
         return self.lm_head
 
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
     def deferrable_parameters(self) -> List[paddle.Tensor]:
         """Parameters whose optimizer update may still be running when a forward pass starts
         (``CpuAdamW.defer``): ``forward`` waits for the LM head's before reading it, after the
         decoder has run, so the update overlaps the decoder."""
         return [self.lm_head.weight]
-
-    def set_output_embeddings(self, value):
-        self.lm_head = value
 
     def masked_lm_loss(self, hidden_states: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
         """Mean next-token cross-entropy over labelled positions, with the LM head applied to those
